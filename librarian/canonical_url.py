@@ -1,0 +1,115 @@
+"""Validation and canonical form of submitted URLs, and the Dagster partition key derived from it.
+
+The canonical URL is the catalog's identity for an item: two spellings of one page must map to one
+item, so scheme and host are lower-cased, IDN hosts become punycode, default ports, fragments,
+dot segments and tracking parameters go, and the query is sorted.
+
+The partition key is *not* the URL: Dagster's UI forbids some characters in keys and PostgreSQL's
+btree indexes on run tags fail past ~2.6 KB. It is the host plus a hash of the canonical URL,
+short, stable and still readable in the Dagster UI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import idna
+
+from librarian.errors import InvalidURL
+
+MAX_URL_LENGTH = 2048
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+TRACKING_PARAMS = frozenset({
+    "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "igshid", "mc_cid",
+    "mc_eid", "_hsenc", "_hsmi", "mkt_tok", "oly_anon_id", "oly_enc_id", "vero_id", "_ga",
+})
+TRACKING_PREFIXES = ("utm_",)
+_KEY_UNSAFE = re.compile(r"[^a-z0-9.-]")
+
+
+@dataclass(frozen=True)
+class CanonicalURL:
+    url: str
+    host: str
+
+    @property
+    def partition_key(self) -> str:
+        return partition_key(self.url, self.host)
+
+
+def canonicalize(raw: str) -> CanonicalURL:
+    """Validate ``raw`` and return its canonical form, or raise :class:`InvalidURL`."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidURL("URL is empty", url=raw if isinstance(raw, str) else None)
+    text = raw.strip()
+    if len(text) > MAX_URL_LENGTH:
+        raise InvalidURL(f"URL is longer than {MAX_URL_LENGTH} characters", url=text[:200])
+    if any(ord(c) < 0x20 or c == "\x7f" for c in text):
+        raise InvalidURL("URL contains control characters", url=text)
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"URL cannot be parsed: {exc}", url=text) from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise InvalidURL(f"only http and https URLs are accepted, not {scheme or 'no scheme'!r}",
+                         url=text)
+    if parts.username is not None or parts.password is not None:
+        raise InvalidURL("URLs with credentials in them are refused", url=text)
+    host = _canonical_host(parts.hostname or "", text)
+    netloc = host if ":" not in host else f"[{host}]"
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        netloc = f"{netloc}:{port}"
+    path = _canonical_path(parts.path)
+    query = _canonical_query(parts.query)
+    return CanonicalURL(url=urlunsplit((scheme, netloc, path, query, "")), host=host)
+
+
+def partition_key(canonical_url: str, host: str) -> str:
+    digest = hashlib.sha256(canonical_url.encode()).hexdigest()[:16]
+    readable = _KEY_UNSAFE.sub("-", host.lower())[:60].strip(".-") or "host"
+    return f"{readable}-{digest}"
+
+
+def _canonical_host(hostname: str, original: str) -> str:
+    host = hostname.rstrip(".").lower()
+    if not host:
+        raise InvalidURL("URL has no host", url=original)
+    if ":" in host:  # IPv6 literal: urlsplit already removed the brackets
+        return host
+    if host.isascii():
+        if not re.fullmatch(r"[a-z0-9_.-]+", host) or ".." in host:
+            raise InvalidURL(f"invalid host {hostname!r}", url=original)
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise InvalidURL(f"invalid international host {hostname!r}: {exc}", url=original) from exc
+
+
+def _canonical_path(path: str) -> str:
+    if not path:
+        return "/"
+    normalised = posixpath.normpath(path)
+    if path.endswith("/") and not normalised.endswith("/"):
+        normalised += "/"
+    if normalised.startswith("//"):  # normpath keeps a leading '//' (POSIX); a URL path must not
+        normalised = "/" + normalised.lstrip("/")
+    # Re-quote so that equivalent percent-encodings compare equal.
+    return quote(unquote(normalised), safe="/:@!$&'()*+,;=-._~")
+
+
+def _canonical_query(query: str) -> str:
+    if not query:
+        return ""
+    pairs = [
+        (k, v) for k, v in parse_qsl(query, keep_blank_values=True)
+        if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
+    ]
+    return urlencode(sorted(pairs))

@@ -1,0 +1,111 @@
+"""``librarian``: run the embedded stack, run the event mirror, migrate the catalog."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from librarian.settings import Settings
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from librarian.catalog import migrate
+
+    migrate(Settings().database_url)
+    return 0
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    import redis
+    from dagster import DagsterInstance
+
+    from librarian.job_store import MirrorJobStore
+    from librarian.mirror import EventMirror, libpq_dsn
+
+    settings = Settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    client = redis.Redis.from_url(settings.redis_url)
+    store = MirrorJobStore(client, settings.redis_prefix, settings.job_ttl_seconds)
+    if args.rebuild:
+        client.delete(store.keys.mirror_cursor)
+    with DagsterInstance.get() as instance:
+        EventMirror(instance, store).run_forever(
+            stop, listen_dsn=libpq_dsn(settings.dagster_database_url))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from librarian.embedded import EmbeddedPostgres, EmbeddedRedis
+    from librarian.stack import Stack, StackPorts
+
+    data_dir = Path(args.data_dir).resolve()
+    postgres = EmbeddedPostgres(data_dir / "postgres", args.postgres_port)
+    redis_server = EmbeddedRedis(data_dir / "redis", args.redis_port)
+    stack = Stack(data_dir, env={}, ports=StackPorts(api=args.api_port, dagster=args.dagster_port,
+                                                     code_server=args.code_server_port))
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        print(f"starting PostgreSQL on 127.0.0.1:{args.postgres_port} and Redis on "
+              f"127.0.0.1:{args.redis_port} under {data_dir}", flush=True)
+        postgres.start()
+        redis_server.start()
+        for name in ("librarian", "dagster"):
+            postgres.create_database(name)
+        stack.env.update({
+            "LIBRARIAN_DATABASE_URL": f"{postgres.url}/librarian",
+            "LIBRARIAN_DAGSTER_DATABASE_URL": f"{postgres.url}/dagster",
+            "LIBRARIAN_REDIS_URL": redis_server.url,
+        })
+        print("starting code server, dagster-webserver, dagster-daemon, mirror and API…",
+              flush=True)
+        stack.start()
+        print(f"\nLibrarian is running.\n"
+              f"  API        http://127.0.0.1:{args.api_port}/api/v1/health\n"
+              f"  Dagster UI http://127.0.0.1:{args.dagster_port}\n"
+              f"  watchlist  {Settings(data_dir=data_dir).resolved_watchlist_path}\n"
+              f"  logs       {stack.logs}\nPress Ctrl-C to stop.", flush=True)
+        while not stopping.wait(1.0):
+            dead = stack.check_alive()
+            if dead:
+                print(f"{', '.join(dead)} exited; stopping. Last lines:\n"
+                      + "\n".join(stack.log_tail(n) for n in dead), file=sys.stderr)
+                return 1
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("stopping…", flush=True)
+        stack.stop()
+        redis_server.stop()
+        postgres.stop()
+        print("stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(prog="librarian")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start everything on embedded defaults (no Docker)")
+    run.add_argument("--data-dir", default="data")
+    run.add_argument("--api-port", type=int, default=8000)
+    run.add_argument("--dagster-port", type=int, default=3000)
+    run.add_argument("--code-server-port", type=int, default=4266)
+    run.add_argument("--postgres-port", type=int, default=55432)
+    run.add_argument("--redis-port", type=int, default=56379)
+    run.set_defaults(func=cmd_run)
+    mirror = sub.add_parser("mirror", help="mirror Dagster run events into Redis job records")
+    mirror.add_argument("--rebuild", action="store_true",
+                        help="replay the whole event log (rebuilds lost Redis records)")
+    mirror.set_defaults(func=cmd_mirror)
+    sub.add_parser("migrate", help="apply catalog migrations").set_defaults(func=cmd_migrate)
+    args = parser.parse_args(argv)
+    sys.exit(args.func(args))

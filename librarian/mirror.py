@@ -1,0 +1,238 @@
+"""The event mirror: tails Dagster's event log (every run of ``ingest_url``) into Redis.
+
+Reads by global storage id through Dagster's own event-log storage API, from a durable cursor
+kept in Redis and moved in the same MULTI/EXEC as the writes it covers. Wakes on the
+``NOTIFY run_events`` that dagster-postgres emits for every insert, with a 1 s fallback poll, so
+a lost notification delays nothing for long.
+
+Ids are allocated before commit, so id N+1 can become visible before N: the cursor is a
+low-water mark below which everything was seen, ids above it already applied are remembered,
+and a gap is waited for ``gap_wait`` seconds before it is taken as a rolled-back id.
+
+Every event a run worker never got to write (RUN_FAILURE after a killed worker, written by the
+code server or by run monitoring) is in the same log, so crashed runs end ``failed`` here too.
+This module imports Dagster: it runs on the orchestration side, never in the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from librarian.event_translation import JobState, RunInfo, SourceEvent, translate
+from librarian.job_events import JobError
+from librarian.job_store import MirrorJobStore, MirrorWrite
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+    from dagster._core.events.log import EventLogEntry
+
+log = logging.getLogger("librarian.mirror")
+INGEST_JOB = "ingest_url"
+RECONCILE_SECONDS = 30.0
+
+
+class EventMirror:
+    def __init__(self, instance: DagsterInstance, store: MirrorJobStore, *,
+                 job_name: str = INGEST_JOB, batch: int = 500, gap_wait: float = 5.0) -> None:
+        self.instance = instance
+        self.store = store
+        self.job_name = job_name
+        self.batch = batch
+        self.gap_wait = gap_wait
+        self.cursor = store.cursor()
+        self._seen_above: set[int] = set()
+        self._gap_since: dict[int, float] = {}
+        self._runs: OrderedDict[str, RunInfo | None] = OrderedDict()
+        self._states: OrderedDict[str, JobState] = OrderedDict()
+        self.applied = 0
+        self.last_lag_ms: float | None = None
+
+    # -- one pass --------------------------------------------------------------------------------
+
+    def drain(self) -> int:
+        """Mirror every visible event above the cursor; return how many were read."""
+        total = 0
+        while True:
+            entries = self.instance.event_log_storage.get_logs_for_all_runs_by_log_id(
+                after_cursor=self.cursor, limit=self.batch)
+            fresh = {sid: e for sid, e in entries.items() if sid not in self._seen_above}
+            if not fresh:
+                self._advance(time.time())  # a gap may have timed out
+                return total
+            writes: list[MirrorWrite] = []
+            for sid in sorted(fresh):
+                write = self._translate(sid, fresh[sid])
+                if write is not None:
+                    writes.append(write)
+                self._seen_above.add(sid)
+            self._advance(time.time())
+            self.store.apply(writes, self.cursor)
+            self.applied += len(writes)
+            total += len(fresh)
+            if len(entries) < self.batch:
+                return total
+
+    def _advance(self, now: float) -> None:
+        cursor = self.cursor
+        while self._seen_above:
+            nxt = cursor + 1
+            if nxt in self._seen_above:
+                self._seen_above.discard(nxt)
+                self._gap_since.pop(nxt, None)
+                cursor = nxt
+                continue
+            first = self._gap_since.setdefault(nxt, now)
+            if now - first < self.gap_wait:
+                break
+            log.info("event id %s never appeared; skipping it", nxt)
+            self._gap_since.pop(nxt, None)
+            cursor = nxt
+        self.cursor = cursor
+
+    def _translate(self, storage_id: int, entry: EventLogEntry) -> MirrorWrite | None:
+        run = self._run(entry.run_id)
+        if run is None:
+            return None
+        source = adapt(storage_id, entry)
+        if source.event_type == "RUN_START" or source.event_type == "RUN_FAILURE":
+            self.last_lag_ms = (time.time() - source.timestamp) * 1000
+        return translate(source, run, self._state(run.job_id))
+
+    def _run(self, run_id: str) -> RunInfo | None:
+        if run_id in self._runs:
+            self._runs.move_to_end(run_id)
+            return self._runs[run_id]
+        dagster_run = self.instance.get_run_by_id(run_id)
+        info = None
+        if dagster_run is not None and dagster_run.job_name == self.job_name:
+            config_url = (((dagster_run.run_config or {}).get("ops") or {}).get("extract") or {}
+                          ).get("config", {}).get("url")
+            info = RunInfo.from_tags(run_id, dict(dagster_run.tags), config_url)
+        self._runs[run_id] = info
+        if len(self._runs) > 10_000:
+            self._runs.popitem(last=False)
+        return info
+
+    def _state(self, job_id: str) -> JobState:
+        state = self._states.get(job_id)
+        if state is None:
+            # After a restart the record holds what earlier batches learned (result, error).
+            record = self.store.record(job_id)
+            state = JobState(stage=record.stage if record else None,
+                             result=record.result if record else None,
+                             error=record.error if record else None)
+            self._states[job_id] = state
+            if len(self._states) > 10_000:
+                self._states.popitem(last=False)
+        return state
+
+    def reconcile(self) -> int:
+        """Bring jobs Redis still shows as unfinished up to date with their Dagster runs.
+
+        Covers records written while the mirror was behind or after Redis lost data: the run's
+        events are re-read and applied; the replay guard skips what the record already has.
+        """
+        repaired = 0
+        for job_id in self.store.non_terminal_job_ids():
+            record = self.store.record(job_id)
+            run_id = record.run_id if record and record.run_id else job_id
+            dagster_run = self.instance.get_run_by_id(run_id)
+            if dagster_run is None or not dagster_run.is_finished:
+                continue
+            run = self._run(run_id)
+            if run is None:
+                continue
+            writes = []
+            for rec in self.instance.get_records_for_run(run_id, limit=10_000).records:
+                write = translate(adapt(rec.storage_id, rec.event_log_entry), run,
+                                  self._state(run.job_id))
+                if write is not None:
+                    writes.append(write)
+            self.store.apply(writes, self.cursor)
+            repaired += 1
+        return repaired
+
+    # -- the process -----------------------------------------------------------------------------
+
+    def run_forever(self, stop: threading.Event, listen_dsn: str | None = None,
+                    poll_seconds: float = 1.0) -> None:
+        listener = _listen(listen_dsn) if listen_dsn else None
+        log.info("mirror started at cursor %s", self.cursor)
+        next_reconcile = 0.0
+        while not stop.is_set():
+            try:
+                self.drain()
+                if time.monotonic() >= next_reconcile:
+                    if repaired := self.reconcile():
+                        log.info("reconciled %s unfinished jobs with their runs", repaired)
+                    next_reconcile = time.monotonic() + RECONCILE_SECONDS
+            except Exception:  # a storage or Redis hiccup must not kill the mirror; retry
+                log.exception("mirror pass failed; retrying")
+                stop.wait(poll_seconds)
+                continue
+            if listener is not None:
+                ready, _, _ = select.select([listener], [], [], poll_seconds)
+                if ready:
+                    listener.poll()
+                    listener.notifies.clear()
+            else:
+                stop.wait(poll_seconds)
+        log.info("mirror stopped at cursor %s", self.cursor)
+
+
+def adapt(storage_id: int, entry: EventLogEntry) -> SourceEvent:
+    """A Dagster event-log entry as the plain :class:`SourceEvent` the translation reads."""
+    event = entry.dagster_event
+    # The stored values are legacy names (PIPELINE_START…); the enum names are the current ones.
+    kind = event.event_type.name if event is not None else None
+    duration = None
+    failure = None
+    materialization = None
+    message = entry.user_message or ""
+    if event is not None:
+        message = event.message or message
+        data: Any = event.event_specific_data
+        if kind == "STEP_SUCCESS":
+            duration = int(getattr(data, "duration_ms", 0) or 0)
+        elif kind == "STEP_FAILURE" and data is not None:
+            failure = _failure(entry.step_key or "run", data)
+        elif kind == "ASSET_MATERIALIZATION":
+            mat = entry.asset_materialization
+            if mat is not None:
+                materialization = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return SourceEvent(storage_id=storage_id, run_id=entry.run_id, timestamp=entry.timestamp,
+                       event_type=kind, step_key=entry.step_key, message=message,
+                       duration_ms=duration, failure=failure, materialization=materialization)
+
+
+def _failure(stage: str, data: Any) -> JobError:
+    user = getattr(data, "user_failure_data", None)
+    if user is not None:
+        meta = {k: getattr(v, "value", v) for k, v in (user.metadata or {}).items()}
+        return JobError(stage=str(meta.get("stage") or stage),
+                        code=str(meta.get("code") or "failed"),
+                        message=user.description or "failed")
+    error = getattr(data, "error", None)
+    text = (getattr(error, "message", "") or "step failed").strip().splitlines()
+    return JobError(stage=stage, code="internal_error", message=text[0][:500] if text else "")
+
+
+def _listen(dsn: str) -> Any:
+    import psycopg2
+    import psycopg2.extensions
+
+    conn = psycopg2.connect(dsn)
+    conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+    conn.cursor().execute("LISTEN run_events;")
+    return conn
+
+
+def libpq_dsn(sqlalchemy_url: str) -> str:
+    """``postgresql+psycopg2://…`` → ``postgresql://…`` for a plain libpq connection."""
+    scheme, sep, rest = sqlalchemy_url.partition("://")
+    return f"{scheme.split('+', 1)[0]}{sep}{rest}"

@@ -1,0 +1,107 @@
+"""The one settings object, read from ``LIBRARIAN_*`` environment variables at the edges.
+
+Processes build it once (the API at start-up, the code location when it loads its definitions,
+the mirror and the launcher in ``main``) and hand what each part needs down as arguments or
+resource configuration; nothing deeper reads the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_S3_SECRET = "minioadmin"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIBRARIAN_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("data")
+
+    # PostgreSQL: the catalog, and Dagster's storage (run, event log, schedules) in its own database.
+    database_url: str = "postgresql+psycopg2://librarian@127.0.0.1:55432/librarian"
+    dagster_database_url: str = "postgresql+psycopg2://librarian@127.0.0.1:55432/dagster"
+
+    redis_url: str = "redis://127.0.0.1:56379/0"
+    # Every key Librarian writes starts with this, so test sessions and deployments can share a server.
+    redis_prefix: str = "librarian:"
+    job_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+
+    # Vectors: a Qdrant server URL, or an embedded Qdrant under ``data_dir/qdrant`` when unset.
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+
+    # Files: local disk under ``data_dir/objects``, or an S3 API server (MinIO) when an endpoint is set.
+    s3_endpoint: str | None = None
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET)
+    s3_bucket: str = "librarian"
+    s3_secure: bool = False
+
+    # Dagster: the webserver's GraphQL endpoint and the code location the API submits to.
+    dagster_host: str = "127.0.0.1"
+    dagster_port: int = 3000
+    dagster_location: str = "librarian_assets"
+    dagster_repository: str = "__repository__"
+
+    # Server-Sent Events: seconds between heartbeats on an idle stream.
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+
+    # Fetching.
+    fetch_connect_timeout: float = Field(default=10.0, gt=0)
+    fetch_read_timeout: float = Field(default=20.0, gt=0)
+    fetch_total_timeout: float = Field(default=60.0, gt=0)
+    fetch_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    fetch_max_redirects: int = Field(default=5, ge=0, le=20)
+    fetch_user_agent: str = "Librarian/0.1 (+self-hosted knowledge library)"
+    # Networks the SSRF guard lets through although they are private (e.g. "127.0.0.1/32").
+    fetch_allow_networks: list[str] = Field(default_factory=list)
+
+    # Embeddings: an ONNX sentence-embedding model and its tokenizer; empty means the packaged
+    # all-MiniLM-L6-v2 (int8).
+    embedding_model_path: Path | None = None
+    embedding_tokenizer_path: Path | None = None
+    embedding_model_name: str = "all-MiniLM-L6-v2-int8"
+
+    # Watchlist sensor.
+    watchlist_path: Path | None = None
+    watchlist_interval_seconds: int = Field(default=10, ge=1)
+    watchlist_max_runs_per_tick: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production_defaults(self) -> Settings:
+        if self.environment != "production":
+            return self
+        if self.s3_endpoint and self.s3_secret_key.get_secret_value() == DEV_S3_SECRET:
+            raise ValueError("LIBRARIAN_S3_SECRET_KEY must be changed from the default in production")
+        if self.fetch_allow_networks:
+            raise ValueError("LIBRARIAN_FETCH_ALLOW_NETWORKS opens the SSRF guard; not in production")
+        return self
+
+    @model_validator(mode="after")
+    def _check_networks(self) -> Settings:
+        for net in self.fetch_allow_networks:
+            ipaddress.ip_network(net, strict=False)
+        return self
+
+    @cached_property
+    def resolved_watchlist_path(self) -> Path:
+        return self.watchlist_path or self.data_dir / "watchlist.txt"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def objects_path(self) -> Path:
+        return self.data_dir / "objects"
+
+    @property
+    def dagster_graphql_url(self) -> str:
+        return f"http://{self.dagster_host}:{self.dagster_port}/graphql"

@@ -1,0 +1,147 @@
+"""Starts Librarian's processes, waits until each is ready, and stops them all.
+
+Used by ``librarian run`` (``make run``) and by the end-to-end tests, so both exercise the same
+start-up: one shared Dagster code server, dagster-webserver, dagster-daemon, the event mirror and
+the API, each in its own process group with its output in ``<data>/logs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from librarian.embedded import port_open
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class StackPorts:
+    api: int = 8000
+    dagster: int = 3000
+    code_server: int = 4266
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    env: dict[str, str]
+    ports: StackPorts = field(default_factory=StackPorts)
+    host: str = "127.0.0.1"
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.dagster_home = self.data_dir / "dagster_home"
+        self.logs = self.data_dir / "logs"
+
+    def process_env(self) -> dict[str, str]:
+        bin_dir = str(Path(sys.executable).parent)
+        return {
+            **os.environ, **self.env,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "DAGSTER_HOME": str(self.dagster_home),
+            "LIBRARIAN_DATA_DIR": str(self.data_dir),
+            "LIBRARIAN_DAGSTER_HOST": self.host,
+            "LIBRARIAN_DAGSTER_PORT": str(self.ports.dagster),
+            "LIBRARIAN_CODE_SERVER_HOST": self.host,
+            "LIBRARIAN_CODE_SERVER_PORT": str(self.ports.code_server),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def prepare(self) -> None:
+        """Instance folder and schemas, before any long-running process starts."""
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "dagster.yaml", self.dagster_home / "dagster.yaml")
+        env = self.process_env()
+        # Webserver and daemon racing the schema migration on a fresh instance fail: migrate first.
+        self._check_call([_bin("dagster"), "instance", "migrate"], env)
+        self._check_call([sys.executable, "-m", "librarian", "migrate"], env)
+
+    def start(self) -> None:
+        self.prepare()
+        ws = str(ROOT / "workspace.yaml")
+        h = self.host
+        self._spawn("code-server", [_bin("dagster"), "code-server", "start", "-h", h, "-p",
+                                    str(self.ports.code_server), "-m",
+                                    "librarian_assets.definitions"])
+        self._wait("code-server", lambda: port_open(h, self.ports.code_server), 120)
+        self._spawn("webserver", [_bin("dagster-webserver"), "-h", h, "-p",
+                                  str(self.ports.dagster), "-w", ws])
+        self._spawn("daemon", [_bin("dagster-daemon"), "run", "-w", ws])
+        self._spawn("mirror", [sys.executable, "-m", "librarian", "mirror"])
+        self._spawn("api", [_bin("uvicorn"), "librarian_api.app:create_app", "--factory",
+                            "--host", h, "--port", str(self.ports.api), "--log-level",
+                            "warning"])
+        self._wait("webserver", lambda: _http_ok(f"http://{h}:{self.ports.dagster}/server_info"),
+                   120)
+        self._wait("api", lambda: _http_ok(f"http://{h}:{self.ports.api}/api/v1/health"), 120)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for proc in reversed(list(self.procs.values())):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def check_alive(self) -> list[str]:
+        return [name for name, p in self.procs.items() if p.poll() is not None]
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.logs / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[name] = subprocess.Popen(argv, env=self.process_env(), cwd=ROOT, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait(self, name: str, ready: object, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if callable(ready) and ready():
+                return
+            dead = self.check_alive()
+            if dead or time.monotonic() > deadline:
+                what = f"{', '.join(dead)} exited" if dead else f"{name} not ready in {timeout}s"
+                tails = "\n".join(f"--- {n} ---\n{self.log_tail(n)}" for n in (dead or [name]))
+                raise RuntimeError(f"{what}\n{tails}")
+            time.sleep(0.2)
+
+    def _check_call(self, argv: list[str], env: dict[str, str]) -> None:
+        result = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+def _bin(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

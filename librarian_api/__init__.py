@@ -1,0 +1,1 @@
+"""The Starlette service: submits runs through Dagster's GraphQL API and streams job events."""

@@ -1,0 +1,117 @@
+"""Submitting runs of ``ingest_url`` through Dagster's GraphQL API.
+
+Runs are submitted with ``dagster_graphql.DagsterGraphQLClient``. Adding a dynamic partition has
+no call in that client, so that one mutation (and the cheap ``version`` query used as a health
+check) goes as raw GraphQL. The client is not thread-safe: one per thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+
+from librarian.canonical_url import CanonicalURL
+from librarian.settings import Settings
+
+JOB_NAME = "ingest_url"
+PARTITIONS_NAME = "urls"
+
+ADD_PARTITION = """
+mutation AddPartition($selector: RepositorySelector!, $name: String!, $key: String!) {
+  addDynamicPartition(repositorySelector: $selector, partitionsDefName: $name,
+                      partitionKey: $key) {
+    __typename
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+
+class OrchestratorUnavailable(Exception):
+    """Dagster could not be reached or refused the submission."""
+
+
+class DagsterSubmitter:
+    def __init__(self, settings: Settings) -> None:
+        self.host = settings.dagster_host
+        self.port = settings.dagster_port
+        self.location = settings.dagster_location
+        self.repository = settings.dagster_repository
+        self.graphql_url = settings.dagster_graphql_url
+        self._local = threading.local()
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            # Imported here: it pulls in all of Dagster, which the API only needs to submit.
+            from dagster_graphql import DagsterGraphQLClient
+
+            client = DagsterGraphQLClient(self.host, port_number=self.port, timeout=30)
+            self._local.client = client
+        return client
+
+    def _raw(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = httpx.post(self.graphql_url, json={"query": query, "variables": variables},
+                                  timeout=10)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise OrchestratorUnavailable(f"Dagster GraphQL unreachable: {exc}") from exc
+        body: dict[str, Any] = response.json()
+        if body.get("errors"):
+            raise OrchestratorUnavailable(f"Dagster GraphQL error: {body['errors']}")
+        return body["data"]
+
+    def add_partition(self, key: str) -> None:
+        data = self._raw(ADD_PARTITION, {
+            "selector": {"repositoryLocationName": self.location,
+                         "repositoryName": self.repository},
+            "name": PARTITIONS_NAME, "key": key})
+        kind = data["addDynamicPartition"]["__typename"]
+        if kind not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
+            raise OrchestratorUnavailable(
+                f"cannot add partition {key}: {kind} {data['addDynamicPartition'].get('message')}")
+
+    def submit(self, url: CanonicalURL, source: str = "api") -> str:
+        """Add the URL's partition and submit its run; return the run id."""
+        from dagster_graphql import DagsterGraphQLClientError
+
+        key = url.partition_key
+        self.add_partition(key)
+        try:
+            run_id: str = self._client().submit_job_execution(
+                JOB_NAME,
+                repository_location_name=self.location,
+                repository_name=self.repository,
+                # Partitioned runs launched over GraphQL do not get the job's default config.
+                run_config={"ops": {"extract": {"config": {"url": url.url}}}},
+                tags={"dagster/partition": key, "librarian/url": url.url,
+                      "librarian/domain": url.host, "librarian/source": source},
+            )
+        except DagsterGraphQLClientError as exc:
+            raise OrchestratorUnavailable(f"Dagster refused the run: {exc}") from exc
+        except Exception as exc:  # requests/gql transport errors
+            raise OrchestratorUnavailable(f"Dagster unreachable: {exc}") from exc
+        return run_id
+
+    def run_status(self, run_id: str) -> str | None:
+        """The Dagster run status name, or None when Dagster has no such run."""
+        from dagster_graphql import DagsterGraphQLClientError
+
+        try:
+            return str(self._client().get_run_status(run_id).value)
+        except DagsterGraphQLClientError:
+            return None
+        except Exception as exc:
+            raise OrchestratorUnavailable(f"Dagster unreachable: {exc}") from exc
+
+    async def ping(self) -> None:
+        try:
+            async with httpx.AsyncClient(timeout=3) as client:
+                response = await client.post(self.graphql_url, json={"query": "{ version }"})
+                response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise OrchestratorUnavailable(str(exc)) from exc

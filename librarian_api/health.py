@@ -1,0 +1,35 @@
+"""``GET /api/v1/health``: Redis, the catalog and Dagster, each checked with a short timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from librarian_api.state import app_state
+
+TIMEOUT = 3.0
+
+
+async def health(request: Request) -> JSONResponse:
+    state = app_state(request)
+
+    async def redis_check() -> None:
+        await state.jobs.r.ping()
+
+    async def catalog_check() -> None:
+        await run_in_threadpool(state.catalog.ping)
+
+    checks: dict[str, Callable[[], Awaitable[None]]] = {
+        "redis": redis_check, "catalog": catalog_check, "dagster": state.dagster.ping}
+    results = await asyncio.gather(*(asyncio.wait_for(check(), TIMEOUT)
+                                     for check in checks.values()), return_exceptions=True)
+    report = {name: ("ok" if not isinstance(result, BaseException)
+                     else f"down: {type(result).__name__}: {result}"[:300])
+              for name, result in zip(checks, results, strict=True)}
+    down = [name for name, value in report.items() if value != "ok"]
+    return JSONResponse({"status": "ok" if not down else "unavailable", "down": down,
+                         "checks": report}, status_code=503 if down else 200)

@@ -1,0 +1,178 @@
+"""The three ops of ``ingest_url``: extract → transform → load.
+
+(No ``from __future__ import annotations`` here: Dagster reads the annotations at run time.)
+
+Failures leave each op as a :class:`dagster.Failure` whose metadata carries the stable error
+``code`` and ``stage`` (the mirror turns them into the job's ``error`` event). Transient fetch
+failures (timeouts, 429, 5xx) are retried by Dagster with exponential backoff; permanent ones
+fail at once. Progress goes out as ``[progress N%]`` log lines, readable in the Dagster UI too.
+"""
+
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    AssetMaterialization,
+    Config,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    RetryRequested,
+    op,
+)
+
+from librarian.canonical_url import canonicalize
+from librarian.catalog import NewVersion, item_id_for
+from librarian.errors import InvalidURL, LibrarianError
+from librarian.job_events import progress_message
+from librarian.object_store import version_prefix
+from librarian.vector_store import ChunkPoint
+from librarian_assets.extract import ExtractedDocument, extract_content
+from librarian_assets.resources import (
+    CatalogResource,
+    EmbedderResource,
+    FetcherResource,
+    ObjectStoreResource,
+    VectorStoreResource,
+)
+from librarian_assets.transform import EnrichedDocument, enrich
+
+MAX_TRANSIENT_RETRIES = 2
+BACKOFF_SECONDS = 2.0
+
+
+class ExtractConfig(Config):  # type: ignore[misc]
+    url: str
+
+
+@contextlib.contextmanager
+def stage_errors(context: OpExecutionContext, stage: str) -> Iterator[None]:
+    try:
+        yield
+    except LibrarianError as exc:
+        if exc.transient and context.retry_number < MAX_TRANSIENT_RETRIES:
+            wait = exc.retry_after or BACKOFF_SECONDS * (2 ** context.retry_number)
+            context.log.warning(f"{exc.code}: {exc.message}; retrying in {wait:.0f}s")
+            raise RetryRequested(max_retries=MAX_TRANSIENT_RETRIES,
+                                 seconds_to_wait=min(wait, 60)) from exc
+        raise Failure(
+            description=exc.message,
+            metadata={"code": exc.code, "stage": stage, "url": exc.url or ""},
+            allow_retries=False,
+        ) from exc
+
+
+def _progress(context: OpExecutionContext) -> Any:
+    return lambda percent, message: context.log.info(progress_message(percent, message))
+
+
+@op(description="Fetch the URL over HTTP and extract its main content and metadata.")
+def extract(context: OpExecutionContext, config: ExtractConfig,
+            fetcher: FetcherResource) -> ExtractedDocument:
+    with stage_errors(context, "extract"):
+        try:
+            canonical = canonicalize(config.url)
+        except InvalidURL as exc:
+            raise LibrarianError("invalid_url", exc.message, url=config.url) from exc
+        if context.has_partition_key and context.partition_key != canonical.partition_key:
+            raise LibrarianError(
+                "partition_mismatch",
+                f"partition {context.partition_key!r} is not the key of {canonical.url}",
+                url=config.url)
+        report = _progress(context)
+        report(0, f"fetching {canonical.url}")
+        with fetcher.fetcher() as client:
+            response = client.fetch(canonical.url, progress=lambda p, m: report(p * 8 // 10, m))
+        report(85, f"HTTP {response.status_code}, {response.content_type or 'no type'},"
+                   f" {len(response.body):,} bytes; extracting main content")
+        doc = extract_content(response)
+        # The catalog keys on the canonical URL, whatever spelling was submitted.
+        doc.url = canonical.url
+        report(100, f"extracted {len(doc.text.split()):,} words")
+        return doc
+
+
+@op(description="Metadata, summary, keywords, language, quality tier, chunks and embeddings.")
+def transform(context: OpExecutionContext, doc: ExtractedDocument,
+              embedder: EmbedderResource) -> EnrichedDocument:
+    with stage_errors(context, "transform"):
+        canonical = canonicalize(doc.url)
+        enriched = enrich(doc, canonical_url=canonical.url,
+                          partition_key=canonical.partition_key, domain=canonical.host,
+                          embedder=embedder.embedder(), progress=_progress(context))
+        _progress(context)(100, f"{len(enriched.chunks)} chunks embedded")
+        return enriched
+
+
+@op(description="Store files, vectors and the catalog version; materialize library_item.")
+def load(context: OpExecutionContext, doc: EnrichedDocument, catalog: CatalogResource,
+         objects: ObjectStoreResource, vectors: VectorStoreResource) -> Iterator[Any]:
+    report = _progress(context)
+    with stage_errors(context, "load"):
+        item_id = item_id_for(doc.canonical_url)
+        prefix = version_prefix(item_id, doc.content_hash)
+        keys = {"raw": prefix + "raw", "markdown": prefix + "content.md",
+                "metadata": prefix + "metadata.json"}
+        store = objects.store()
+        source = doc.document
+        metadata = {
+            "item_id": item_id, "url": doc.canonical_url, "final_url": source.final_url,
+            "title": doc.title, "author": source.author, "date": source.date,
+            "sitename": source.sitename, "description": source.description,
+            "image": source.image, "language": doc.language, "word_count": doc.word_count,
+            "reading_minutes": doc.reading_minutes, "summary": doc.summary,
+            "keywords": doc.keywords, "quality_score": doc.quality_score, "tier": doc.tier,
+            "quality_parts": doc.quality_parts, "content_hash": doc.content_hash,
+            "content_type": source.content_type, "chunks": len(doc.chunks),
+            "embedding_model": doc.embedding_model,
+        }
+        # Order matters: files, then vectors, then the catalog row that points to both, so a
+        # failure at any step leaves the catalog without a half-written version.
+        store.put(keys["raw"], source.raw, source.content_type or "application/octet-stream")
+        store.put(keys["markdown"], source.markdown.encode(), "text/markdown; charset=utf-8")
+        store.put(keys["metadata"], json.dumps(metadata, indent=2).encode(), "application/json")
+        report(30, "files stored")
+        points = vectors.store().replace_item(
+            item_id=item_id, content_hash=doc.content_hash, model=doc.embedding_model,
+            dimension=doc.embedding_dimension,
+            chunks=[ChunkPoint(c.index, c.text, c.heading_path, c.vector) for c in doc.chunks],
+            payload={"url": doc.canonical_url, "title": doc.title, "tier": doc.tier,
+                     "language": doc.language, "domain": doc.domain},
+        )
+        report(70, f"{points} vectors stored")
+        recorded = catalog.catalog().record_version(NewVersion(
+            canonical_url=doc.canonical_url, url=doc.canonical_url, domain=doc.domain,
+            partition_key=doc.partition_key, title=doc.title, author=source.author,
+            published=source.date, language=doc.language, summary=doc.summary,
+            keywords=doc.keywords, tier=doc.tier, quality_score=doc.quality_score,
+            word_count=doc.word_count, content_hash=doc.content_hash,
+            final_url=source.final_url, status_code=source.status_code,
+            content_type=source.content_type, etag=source.etag,
+            last_modified=source.last_modified, object_keys=keys,
+            chunk_count=len(doc.chunks), embedding_model=doc.embedding_model,
+            run_id=context.run_id,
+        ))
+        report(100, f"catalog version {recorded.version}"
+                    f" ({'new content' if recorded.changed else 'unchanged'})")
+    yield AssetMaterialization(
+        asset_key="library_item",
+        partition=context.partition_key if context.has_partition_key else None,
+        description=doc.summary[:300],
+        metadata={
+            "item_id": item_id,
+            "title": doc.title,
+            "url": MetadataValue.url(doc.canonical_url),
+            "tier": doc.tier,
+            "quality_score": doc.quality_score,
+            "word_count": doc.word_count,
+            "object_key": keys["markdown"],
+            "version": recorded.version,
+            "changed": recorded.changed,
+            "chunks": len(doc.chunks),
+        },
+    )
+    yield Output({"item_id": item_id, "version": recorded.version})

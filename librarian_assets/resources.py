@@ -1,0 +1,91 @@
+"""Every external system the ops touch, behind one resource each, configured per deployment.
+
+Clients are created per run-worker process and reused across ops of the run; nothing here opens
+a connection at import time.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from librarian.catalog import Catalog
+from librarian.embedder import Embedder
+from librarian.object_store import LocalObjectStore, MinioObjectStore, ObjectStore
+from librarian.vector_store import VectorStore
+from librarian_assets.fetch import Fetcher, FetchLimits
+
+
+class FetcherResource(ConfigurableResource):  # type: ignore[misc]
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    total_timeout: float = 60.0
+    max_bytes: int = 20 * 1024 * 1024
+    max_redirects: int = 5
+    user_agent: str = "Librarian/0.1"
+    allow_networks: list[str] = []
+
+    def fetcher(self) -> Fetcher:
+        return Fetcher(FetchLimits(
+            connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
+            total_timeout=self.total_timeout, max_bytes=self.max_bytes,
+            max_redirects=self.max_redirects, user_agent=self.user_agent,
+            allow_networks=tuple(self.allow_networks)))
+
+
+class EmbedderResource(ConfigurableResource):  # type: ignore[misc]
+    model_name: str = "all-MiniLM-L6-v2-int8"
+    model_path: str | None = None
+    tokenizer_path: str | None = None
+
+    def embedder(self) -> Embedder:
+        return _embedder(self.model_name, self.model_path, self.tokenizer_path)
+
+
+@cache
+def _embedder(name: str, model_path: str | None, tokenizer_path: str | None) -> Embedder:
+    # One loaded model per process: the ONNX session is the expensive part.
+    return Embedder(Path(model_path) if model_path else None,
+                    Path(tokenizer_path) if tokenizer_path else None, name=name)
+
+
+class CatalogResource(ConfigurableResource):  # type: ignore[misc]
+    database_url: str
+
+    def catalog(self) -> Catalog:
+        return _catalog(self.database_url)
+
+
+@cache
+def _catalog(database_url: str) -> Catalog:
+    return Catalog(database_url, pool_size=1)
+
+
+class ObjectStoreResource(ConfigurableResource):  # type: ignore[misc]
+    local_path: str | None = None
+    endpoint: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    bucket: str = "librarian"
+    secure: bool = False
+
+    def store(self) -> ObjectStore:
+        if self.endpoint:
+            return MinioObjectStore(self.endpoint, self.access_key or "", self.secret_key or "",
+                                    self.bucket, self.secure)
+        if not self.local_path:
+            raise ValueError("object store needs local_path or endpoint")
+        return LocalObjectStore(Path(self.local_path))
+
+
+class VectorStoreResource(ConfigurableResource):  # type: ignore[misc]
+    url: str | None = None
+    path: str | None = None
+    api_key: str | None = None
+    collection_prefix: str = ""
+
+    def store(self) -> VectorStore:
+        return VectorStore(url=self.url, path=Path(self.path) if self.path else None,
+                           api_key=self.api_key, collection_prefix=self.collection_prefix)
