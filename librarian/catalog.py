@@ -104,7 +104,9 @@ class Catalog:
                     "SELECT version FROM item_versions WHERE item_id = :id AND content_hash = :h"),
                     {"id": item_id, "h": v.content_hash}).scalar()
                 changed = existing is None
-                if changed:
+                if existing is not None:
+                    version = int(existing)
+                else:
                     version = conn.execute(sa.text("""
                         INSERT INTO item_versions (item_id, version, content_hash, final_url,
                             status_code, content_type, etag, last_modified, object_keys,
@@ -122,8 +124,6 @@ class Catalog:
                          "quality_score": v.quality_score, "tier": v.tier,
                          "word_count": v.word_count, "chunk_count": v.chunk_count,
                          "embedding_model": v.embedding_model, "run_id": v.run_id}).scalar_one()
-                else:
-                    version = int(existing)
                 conn.execute(sa.text("""
                     UPDATE items SET url = :url, title = :title, author = :author,
                         published = :published, language = :language, summary = :summary,

@@ -35,7 +35,8 @@ class LibrarianError(Exception):
         return {"stage": self.stage, "code": self.code, "message": self.message}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, url={self.url!r})"
+        return (f"{type(self).__name__}(code={self.code!r}, message={self.message!r},"
+                f" url={self.url!r})")
 
 
 class InvalidURL(LibrarianError):

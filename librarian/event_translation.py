@@ -71,7 +71,10 @@ class JobState:
 def translate(ev: SourceEvent, run: RunInfo, state: JobState) -> MirrorWrite | None:
     job = run.job_id
     stage = ev.step_key if ev.step_key in STAGES else None
-    fields: dict[str, Any] = {"updated_at": ev.timestamp}
+    # Identity fields go with every write: a record may be first created by any event (runs
+    # launched in process never pass through RUN_ENQUEUED, and Redis may have lost the record).
+    fields: dict[str, Any] = {"job_id": job, "run_id": run.run_id, "url": run.url,
+                              "partition_key": run.partition_key, "updated_at": ev.timestamp}
     events: list[JobEvent] = []
     mode = ""
 

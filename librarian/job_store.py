@@ -17,6 +17,7 @@ reads are at-least-once. The SSE ``id:`` is the entry id, so ``Last-Event-ID`` r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -127,14 +128,14 @@ class MirrorJobStore:
         raw = self._r.hgetall(self.keys.record(job_id))
         if not raw:
             return None
-        return JobRecord.from_redis({k.decode(): v.decode() for k, v in raw.items()})
+        return JobRecord.from_redis({_s(k): _s(v) for k, v in raw.items()})
 
     def non_terminal_job_ids(self, limit: int = 1000) -> list[str]:
-        ids = [v.decode() for v in self._r.zrevrange(self.keys.jobs, 0, limit - 1)]
+        ids = [_s(v) for v in self._r.zrevrange(self.keys.jobs, 0, limit - 1)]
         out = []
         for job_id in ids:
             status = self._r.hget(self.keys.record(job_id), "status")
-            if status is not None and not JobStatus(status.decode()).is_terminal:
+            if status is not None and not JobStatus(_s(status)).is_terminal:
                 out.append(job_id)
         return out
 
@@ -182,18 +183,19 @@ class ApiJobStore:
 
     async def events_after(self, job_id: str, after: str, count: int = 500
                            ) -> list[tuple[str, JobEvent]]:
-        entries = await self.r.xrange(self.keys.events(job_id), min=f"({after}" if after != "0"
+        entries: Any = await self.r.xrange(self.keys.events(job_id), min=f"({after}" if after != "0"
                                       else "-", count=count)
         return [(_s(entry_id), JobEvent.from_json(data[b"data"])) for entry_id, data in entries]
 
     async def wait_events(self, job_id: str, after: str, block_ms: int
                           ) -> list[tuple[str, JobEvent]]:
-        result = await self.r.xread({self.keys.events(job_id): after}, block=block_ms, count=500)
+        result: Any = await self.r.xread({self.keys.events(job_id): after}, block=block_ms,
+                                         count=500)
         out: list[tuple[str, JobEvent]] = []
         for _stream, entries in result or []:
             out.extend((_s(eid), JobEvent.from_json(data[b"data"])) for eid, data in entries)
         return out
 
 
-def _s(value: bytes | str) -> str:
+def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value

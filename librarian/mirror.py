@@ -110,9 +110,8 @@ class EventMirror:
         dagster_run = self.instance.get_run_by_id(run_id)
         info = None
         if dagster_run is not None and dagster_run.job_name == self.job_name:
-            config_url = (((dagster_run.run_config or {}).get("ops") or {}).get("extract") or {}
-                          ).get("config", {}).get("url")
-            info = RunInfo.from_tags(run_id, dict(dagster_run.tags), config_url)
+            info = RunInfo.from_tags(run_id, dict(dagster_run.tags),
+                                     _config_url(dagster_run.run_config))
         self._runs[run_id] = info
         if len(self._runs) > 10_000:
             self._runs.popitem(last=False)
@@ -220,6 +219,14 @@ def _failure(stage: str, data: Any) -> JobError:
     error = getattr(data, "error", None)
     text = (getattr(error, "message", "") or "step failed").strip().splitlines()
     return JobError(stage=stage, code="internal_error", message=text[0][:500] if text else "")
+
+
+def _config_url(run_config: Any) -> str | None:
+    try:
+        url = run_config["ops"]["extract"]["config"]["url"]
+    except (KeyError, TypeError):
+        return None
+    return url if isinstance(url, str) else None
 
 
 def _listen(dsn: str) -> Any:

@@ -24,12 +24,12 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path("data")
 
-    # PostgreSQL: the catalog, and Dagster's storage (run, event log, schedules) in its own database.
+    # PostgreSQL: the catalog, and Dagster's storage (runs, event log) in a database of its own.
     database_url: str = "postgresql+psycopg2://librarian@127.0.0.1:55432/librarian"
     dagster_database_url: str = "postgresql+psycopg2://librarian@127.0.0.1:55432/dagster"
 
     redis_url: str = "redis://127.0.0.1:56379/0"
-    # Every key Librarian writes starts with this, so test sessions and deployments can share a server.
+    # Every key Librarian writes starts with this: test sessions and deployments can share a server.
     redis_prefix: str = "librarian:"
     job_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
 
@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
 
-    # Files: local disk under ``data_dir/objects``, or an S3 API server (MinIO) when an endpoint is set.
+    # Files: local disk under ``data_dir/objects``, or an S3 API server (MinIO) given an endpoint.
     s3_endpoint: str | None = None
     s3_access_key: str = "minioadmin"
     s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET)
@@ -79,9 +79,9 @@ class Settings(BaseSettings):
         if self.environment != "production":
             return self
         if self.s3_endpoint and self.s3_secret_key.get_secret_value() == DEV_S3_SECRET:
-            raise ValueError("LIBRARIAN_S3_SECRET_KEY must be changed from the default in production")
+            raise ValueError("LIBRARIAN_S3_SECRET_KEY must not be the default in production")
         if self.fetch_allow_networks:
-            raise ValueError("LIBRARIAN_FETCH_ALLOW_NETWORKS opens the SSRF guard; not in production")
+            raise ValueError("LIBRARIAN_FETCH_ALLOW_NETWORKS is not allowed in production")
         return self
 
     @model_validator(mode="after")

@@ -93,7 +93,8 @@ class VectorStore:
                         name, vectors_config=qm.VectorParams(size=dimension,
                                                              distance=qm.Distance.COSINE),
                         metadata={"embedding_model": model, "dimension": dimension})
-                    qc.create_payload_index(name, "item_id", qm.PayloadSchemaType.KEYWORD)
+                    if self.url is not None:  # local mode has no payload indexes
+                        qc.create_payload_index(name, "item_id", qm.PayloadSchemaType.KEYWORD)
                 if points:
                     qc.upsert(name, points=points, wait=True)
                 qc.delete(name, points_selector=qm.FilterSelector(filter=qm.Filter(

@@ -63,7 +63,8 @@ class DagsterSubmitter:
         body: dict[str, Any] = response.json()
         if body.get("errors"):
             raise OrchestratorUnavailable(f"Dagster GraphQL error: {body['errors']}")
-        return body["data"]
+        data: dict[str, Any] = body["data"]
+        return data
 
     def add_partition(self, key: str) -> None:
         data = self._raw(ADD_PARTITION, {

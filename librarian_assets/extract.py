@@ -51,10 +51,20 @@ def decode_body(body: bytes, declared: str | None) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
-        best = charset_normalizer.from_bytes(body[:200_000]).best()
-        if best is not None and best.encoding:
-            return body.decode(best.encoding, errors="replace")
+        pass
+    matches = list(charset_normalizer.from_bytes(body[:200_000]))
+    if not matches:
         return body.decode("utf-8", errors="replace")
+    best = matches[0]
+    # Detection cannot tell the Latin code pages apart on short texts; windows-1252 is the HTML
+    # Standard's default for undeclared pages and the web's most common legacy encoding, so it
+    # wins whenever it decodes about as cleanly as the detector's first pick.
+    for match in matches:
+        if (match.encoding == "cp1252" and match.chaos <= best.chaos + 0.05
+                and match.coherence >= best.coherence - 0.05):
+            best = match
+            break
+    return body.decode(best.encoding, errors="replace")
 
 
 def extract_content(response: FetchedResponse) -> ExtractedDocument:
@@ -65,7 +75,8 @@ def extract_content(response: FetchedResponse) -> ExtractedDocument:
         doc = _from_text(response, ctype)
     else:
         raise ContentError("unsupported_type",
-                           f"content type {ctype or 'unknown'!r} is not supported", url=response.url)
+                           f"content type {ctype or 'unknown'!r} is not supported",
+                           url=response.url)
     if len(doc.text.split()) < MIN_WORDS:
         raise ContentError("empty_content", "no readable main content was found", url=response.url)
     return doc
@@ -80,7 +91,7 @@ def _from_html(response: FetchedResponse) -> ExtractedDocument:
     if found is None or not (found.text or "").strip():
         raise ContentError("empty_content", "no readable main content was found in the page",
                            url=response.url)
-    markdown = found.text.strip()
+    markdown = (found.text or "").strip()
     plain = (found.raw_text or markdown).strip()
     return ExtractedDocument(
         url=response.url, final_url=response.final_url, content_type=response.content_type,

@@ -97,7 +97,7 @@ class Fetcher:
             finally:
                 response.close()
             self._check_status(response, url)
-            content_type, _, params = response.headers.get("content-type", "").partition(";")
+            content_type, _, _params = response.headers.get("content-type", "").partition(";")
             return FetchedResponse(
                 url=url, final_url=current, status_code=response.status_code,
                 content_type=content_type.strip().lower(), charset=response.charset_encoding,

@@ -18,7 +18,7 @@ from librarian.vector_store import VectorStore
 from librarian_assets.fetch import Fetcher, FetchLimits
 
 
-class FetcherResource(ConfigurableResource):  # type: ignore[misc]
+class FetcherResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     connect_timeout: float = 10.0
     read_timeout: float = 20.0
     total_timeout: float = 60.0
@@ -35,7 +35,7 @@ class FetcherResource(ConfigurableResource):  # type: ignore[misc]
             allow_networks=tuple(self.allow_networks)))
 
 
-class EmbedderResource(ConfigurableResource):  # type: ignore[misc]
+class EmbedderResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     model_name: str = "all-MiniLM-L6-v2-int8"
     model_path: str | None = None
     tokenizer_path: str | None = None
@@ -51,7 +51,7 @@ def _embedder(name: str, model_path: str | None, tokenizer_path: str | None) -> 
                     Path(tokenizer_path) if tokenizer_path else None, name=name)
 
 
-class CatalogResource(ConfigurableResource):  # type: ignore[misc]
+class CatalogResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     database_url: str
 
     def catalog(self) -> Catalog:
@@ -63,7 +63,7 @@ def _catalog(database_url: str) -> Catalog:
     return Catalog(database_url, pool_size=1)
 
 
-class ObjectStoreResource(ConfigurableResource):  # type: ignore[misc]
+class ObjectStoreResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     local_path: str | None = None
     endpoint: str | None = None
     access_key: str | None = None
@@ -80,7 +80,7 @@ class ObjectStoreResource(ConfigurableResource):  # type: ignore[misc]
         return LocalObjectStore(Path(self.local_path))
 
 
-class VectorStoreResource(ConfigurableResource):  # type: ignore[misc]
+class VectorStoreResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     url: str | None = None
     path: str | None = None
     api_key: str | None = None

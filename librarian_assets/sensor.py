@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     DefaultSensorStatus,
@@ -42,7 +43,8 @@ def build_watchlist_sensor(path: Path, *, interval_seconds: int = 10,
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
             return SkipReason(f"no watchlist at {path}")
-        state = json.loads(context.cursor) if context.cursor else {"n": 0, "h": _prefix_hash([])}
+        state: dict[str, Any] = (json.loads(context.cursor) if context.cursor
+                                 else {"n": 0, "h": _prefix_hash([])})
         consumed = int(state["n"])
         if consumed > len(lines) or _prefix_hash(lines[:consumed]) != state["h"]:
             context.log.info("watchlist was rewritten; rescanning it from the top")
@@ -50,7 +52,7 @@ def build_watchlist_sensor(path: Path, *, interval_seconds: int = 10,
         requests: list[RunRequest] = []
         new_keys: list[str] = []
         position = consumed
-        for position in range(consumed, len(lines) + 1):  # noqa: B007 - position used after loop
+        for position in range(consumed, len(lines) + 1):
             if position == len(lines) or len(requests) >= max_runs_per_tick:
                 break
             line = lines[position].strip()

@@ -1,0 +1,161 @@
+"""The whole stack as processes — code server, dagster-webserver, dagster-daemon, the mirror and
+the API, started by the same launcher as ``make run`` — ingesting pages served from 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from librarian.canonical_url import canonicalize
+from librarian.catalog import item_id_for
+from librarian.embedded import free_port
+from librarian.object_store import LocalObjectStore
+from librarian.settings import Settings
+from librarian.stack import Stack, StackPorts
+from librarian.vector_store import VectorStore
+from tests.conftest import settings_env
+from tests.pages import PageServer
+
+pytestmark = pytest.mark.e2e
+TERMINAL = {"job_completed", "error", "job_cancelled"}
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings, session_dir: Path) -> Iterator[Stack]:
+    data_dir = session_dir / "stack"
+    env = settings_env(settings)
+    env["LIBRARIAN_WATCHLIST_PATH"] = str(data_dir / "watchlist.txt")
+    s = Stack(data_dir, env=env, ports=StackPorts(api=free_port(), dagster=free_port(),
+                                                  code_server=free_port()))
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> str:
+    return f"http://127.0.0.1:{stack.ports.api}"
+
+
+def read_stream(url: str, timeout: float = 90) -> list[dict[str, Any]]:
+    """SSE events (parsed) until the terminal one."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, str] = {}
+    with httpx.stream("GET", url, timeout=timeout) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if line:
+                key, _, value = line.partition(":")
+                current[key] = value.lstrip(" ")
+                continue
+            if current:
+                event = {"id": current.get("id"), "event": current.get("event"),
+                         **json.loads(current.get("data", "{}"))}
+                events.append(event)
+                current = {}
+                if event["event"] in TERMINAL:
+                    break
+    return events
+
+
+def test_a_submitted_url_streams_its_progress_and_lands_in_the_library(
+        api: str, stack: Stack, page_server: PageServer, instance: Any) -> None:
+    url = page_server.url("/article.html") + "?utm_source=newsletter"
+    response = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert set(job) >= {"job_id", "status_url", "stream_url"}
+
+    again = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/article.html")},
+                       timeout=30)
+    assert again.status_code == 200 and again.json()["job_id"] == job["job_id"]
+
+    events = read_stream(job["stream_url"])
+    kinds = [e["event"] for e in events if e["event"] != "heartbeat"]
+    assert kinds[0] == "job_started" and kinds[-1] == "job_completed", kinds
+    order = [(e["event"], e.get("stage")) for e in events
+             if e["event"] in ("stage_started", "stage_completed")]
+    assert order == [(k, s) for s in ("extract", "transform", "load")
+                     for k in ("stage_started", "stage_completed")]
+    assert "stage_progress" in kinds
+    ids = [tuple(map(int, e["id"].split("-"))) for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    result = events[-1]["result"]
+    canonical = canonicalize(url)
+    assert result["item_id"] == item_id_for(canonical.url)
+    assert result["title"] == "Growing Tomatoes at Home"
+
+    record = httpx.get(job["status_url"]).json()
+    assert record["status"] == "completed" and record["percent"] == 100
+    assert record["result"]["item_id"] == result["item_id"]
+
+    item = httpx.get(f"{api}/api/v1/library/{result['item_id']}").json()
+    assert item["canonical_url"] == canonical.url and item["current_version"] == 1
+    library = httpx.get(f"{api}/api/v1/library").json()["items"]
+    assert result["item_id"] in [i["id"] for i in library]
+
+    stack_settings = Settings(data_dir=stack.data_dir)
+    markdown = LocalObjectStore(stack_settings.objects_path).get(result["object_key"])
+    assert b"Cherry tomatoes" in markdown
+    vectors = VectorStore(path=stack_settings.qdrant_path)
+    assert vectors.count_item(item_id=result["item_id"], model="all-MiniLM-L6-v2-int8",
+                              dimension=384) == item["versions"][0]["chunk_count"]
+
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey("library_item"))
+    assert event is not None
+    partitions = {r.partition_key for r in instance.fetch_materializations(
+        AssetKey("library_item"), limit=100).records}
+    assert canonical.partition_key in partitions
+
+    # A replay of the finished stream gives the same events and closes.
+    assert [e["id"] for e in read_stream(job["stream_url"])] == [e["id"] for e in events]
+
+
+@pytest.mark.parametrize(("target", "code"), [
+    ("/missing", "not_found"), ("refused", "connect_error"), ("/binary.bin", "unsupported_type")])
+def test_a_failing_url_ends_with_an_error_event_and_no_item(
+        api: str, page_server: PageServer, target: str, code: str) -> None:
+    url = (f"http://127.0.0.1:{free_port()}/nothing" if target == "refused"
+           else page_server.url(target))
+    job = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
+    events = read_stream(job["stream_url"])
+    last = events[-1]
+    assert last["event"] == "error"
+    assert last["error"]["stage"] == "extract" and last["error"]["code"] == code
+    record = httpx.get(job["status_url"]).json()
+    assert record["status"] == "failed" and record["error"]["code"] == code
+    item_id = item_id_for(canonicalize(url).url)
+    assert httpx.get(f"{api}/api/v1/library/{item_id}").status_code == 404
+
+
+def test_a_url_added_to_the_watchlist_is_ingested_by_the_sensor(
+        api: str, stack: Stack, page_server: PageServer) -> None:
+    url = page_server.url("/notes.txt")
+    watchlist = Path(stack.env["LIBRARIAN_WATCHLIST_PATH"])
+    with watchlist.open("a") as fh:
+        fh.write(url + "\n")
+    item_id = item_id_for(canonicalize(url).url)
+    deadline = time.monotonic() + 120
+    while True:
+        response = httpx.get(f"{api}/api/v1/library/{item_id}")
+        if response.status_code == 200:
+            break
+        assert time.monotonic() < deadline, "the sensor's run did not land in time"
+        time.sleep(1)
+    assert response.json()["title"] == "Notes on sourdough baking"
+
+
+def test_health_is_ok_when_everything_runs(api: str) -> None:
+    body = httpx.get(f"{api}/api/v1/health", timeout=10).json()
+    assert body == {"status": "ok", "down": [], "checks": {"redis": "ok", "catalog": "ok",
+                                                           "dagster": "ok"}}

@@ -1,0 +1,173 @@
+"""The HTTP API over real HTTP (uvicorn on 127.0.0.1), real Redis and the real catalog.
+
+Submission through Dagster is exercised end to end in ``tests/e2e``; here Dagster is absent on
+purpose, so the tests also show what the API does when it is down.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+import uvicorn
+
+from librarian.embedded import free_port
+from librarian.job_events import EventType, JobEvent, JobStatus, record_fields
+from librarian.job_store import MirrorJobStore, MirrorWrite
+from librarian.settings import Settings
+from librarian_api.app import create_app
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings) -> Iterator[str]:
+    app_settings = settings.model_copy(update={"dagster_port": free_port(),
+                                               "sse_heartbeat_seconds": 1.0})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(app_settings), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "API did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def _write(store: MirrorJobStore, job_id: str, sid: int, kind: EventType,
+           mode: str = "", **fields: object) -> None:
+    event = JobEvent(type=kind, job_id=job_id, stage=fields.pop("stage", None))  # type: ignore[arg-type]
+    store.apply([MirrorWrite(job_id=job_id, storage_id=sid, partition_key="pk-" + job_id,
+                             fields=record_fields(job_id=job_id, url="https://e.example/",
+                                                  **fields),
+                             events=[event], mode=mode, created_at=time.time())],
+                cursor=store.cursor())
+
+
+@pytest.fixture
+def store(sync_redis: redis.Redis, settings: Settings) -> MirrorJobStore:
+    return MirrorJobStore(sync_redis, settings.redis_prefix, settings.job_ttl_seconds)
+
+
+def _sse(text: str) -> list[dict[str, str]]:
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields = {}
+        for line in block.splitlines():
+            if line and not line.startswith(":"):
+                key, _, value = line.partition(":")
+                fields[key] = value.lstrip(" ")
+        if fields:
+            events.append(fields)
+    return events
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/", "https://user:pw@example.com/",
+                                 "https://example.com/" + "a" * 2100, "notaurl", ""])
+def test_invalid_urls_get_422_with_a_json_error(api: str, url: str) -> None:
+    response = httpx.post(f"{api}/api/v1/ingest", json={"url": url})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_url"
+
+
+def test_a_body_without_url_gets_422(api: str) -> None:
+    response = httpx.post(f"{api}/api/v1/ingest", content=b"{not json")
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_submitting_while_dagster_is_down_is_503_and_leaves_no_claim(
+        api: str, sync_redis: redis.Redis, settings: Settings) -> None:
+    url = f"https://down.example/{uuid.uuid4()}"
+    response = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "orchestrator_unavailable"
+    assert not list(sync_redis.scan_iter(match=f"{settings.redis_prefix}active:down.example-*"))
+
+
+def test_unknown_job_is_404_for_status_and_stream(api: str) -> None:
+    job = str(uuid.uuid4())
+    assert httpx.get(f"{api}/api/v1/ingest/{job}").status_code == 404
+    response = httpx.get(f"{api}/api/v1/stream/{job}")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
+
+
+def test_health_names_what_is_down(api: str) -> None:
+    response = httpx.get(f"{api}/api/v1/health", timeout=10)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["down"] == ["dagster"]
+    assert body["checks"]["redis"] == "ok" and body["checks"]["catalog"] == "ok"
+
+
+def test_stream_replays_from_the_start_then_follows_until_the_terminal_event(
+        api: str, store: MirrorJobStore) -> None:
+    job = str(uuid.uuid4())
+    _write(store, job, 10, EventType.JOB_STARTED, status=JobStatus.RUNNING)
+    _write(store, job, 11, EventType.STAGE_STARTED, stage="extract")
+
+    def finish_later() -> None:
+        time.sleep(1.5)
+        _write(store, job, 12, EventType.STAGE_COMPLETED, stage="extract")
+        _write(store, job, 13, EventType.JOB_COMPLETED, mode="terminal",
+               status=JobStatus.COMPLETED)
+
+    threading.Thread(target=finish_later).start()
+    with httpx.stream("GET", f"{api}/api/v1/stream/{job}", timeout=20) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        body = response.read().decode()
+    events = _sse(body)
+    real = [e for e in events if e.get("event") != "heartbeat"]
+    assert [e["event"] for e in real] == ["job_started", "stage_started", "stage_completed",
+                                          "job_completed"]
+    assert [e["id"] for e in real] == ["10-0", "11-0", "12-0", "13-0"]
+    assert json.loads(real[-1]["data"])["job_id"] == job
+    # Idle for 1.5 s with a 1 s heartbeat: at least one heartbeat event came through.
+    assert any(e.get("event") == "heartbeat" for e in events)
+
+    status = httpx.get(f"{api}/api/v1/ingest/{job}").json()
+    assert status["status"] == "completed" and status["stream_url"].endswith(f"/stream/{job}")
+
+
+def test_last_event_id_resumes_after_that_event(api: str, store: MirrorJobStore) -> None:
+    job = str(uuid.uuid4())
+    for sid, kind in ((20, EventType.JOB_STARTED), (21, EventType.STAGE_STARTED),
+                      (22, EventType.STAGE_COMPLETED)):
+        _write(store, job, sid, kind, stage="extract", status=JobStatus.RUNNING)
+    _write(store, job, 23, EventType.ERROR, mode="terminal", status=JobStatus.FAILED)
+    body = httpx.get(f"{api}/api/v1/stream/{job}", headers={"Last-Event-ID": "21-0"},
+                     timeout=10).text
+    assert [e["id"] for e in _sse(body)] == ["22-0", "23-0"]
+    assert httpx.get(f"{api}/api/v1/stream/{job}",
+                     headers={"Last-Event-ID": "garbage"}).status_code == 400
+
+
+def test_library_lists_catalog_items_newest_first_with_cursor(api: str, settings: Settings
+                                                              ) -> None:
+    from librarian.catalog import Catalog
+    from tests.integration.test_catalog import _version
+
+    catalog = Catalog(settings.database_url)
+    urls = [f"https://lib.example/{uuid.uuid4()}" for _ in range(3)]
+    for url in urls:
+        catalog.record_version(_version(url))
+    catalog.close()
+    first = httpx.get(f"{api}/api/v1/library", params={"limit": 2}).json()
+    assert [i["url"] for i in first["items"]] == [urls[2], urls[1]]
+    assert first["next_cursor"]
+    second = httpx.get(f"{api}/api/v1/library",
+                       params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert second["items"][0]["url"] == urls[0]
+    item = httpx.get(f"{api}/api/v1/library/{first['items'][0]['id']}").json()
+    assert item["versions"][0]["version"] == 1
+    assert httpx.get(f"{api}/api/v1/library", params={"limit": 0}).status_code == 422
+    assert httpx.get(f"{api}/api/v1/library", params={"cursor": "x"}).status_code == 422
+    assert httpx.get(f"{api}/api/v1/library/{uuid.uuid4()}").status_code == 404

@@ -1,0 +1,153 @@
+"""The ``ingest_url`` job on a real Dagster instance (PostgreSQL storage), real catalog, files,
+vectors and Redis; the mirror reads the same event log the daemon-launched runs write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from librarian.canonical_url import canonicalize
+from librarian.catalog import Catalog, item_id_for
+from librarian.job_events import EventType, JobEvent, JobStatus
+from librarian.job_store import MirrorJobStore
+from librarian.mirror import EventMirror
+from librarian.object_store import LocalObjectStore
+from librarian.settings import Settings
+from librarian.vector_store import VectorStore
+from librarian_assets.definitions import build_definitions
+from librarian_assets.partitions import URLS_PARTITIONS_NAME
+from tests.pages import PageServer
+
+
+def _run(instance: Any, settings: Settings, url: str) -> Any:
+    canonical = canonicalize(url)
+    instance.add_dynamic_partitions(URLS_PARTITIONS_NAME, [canonical.partition_key])
+    job = build_definitions(settings).get_job_def("ingest_url")
+    return job.execute_in_process(
+        instance=instance, partition_key=canonical.partition_key, raise_on_error=False,
+        run_config={"ops": {"extract": {"config": {"url": url}}}},
+        tags={"librarian/url": canonical.url})
+
+
+def _events(client: redis.Redis, store: MirrorJobStore, job_id: str) -> list[JobEvent]:
+    return [JobEvent.from_json(data[b"data"])
+            for _id, data in client.xrange(store.keys.events(job_id))]
+
+
+@pytest.fixture
+def mirror_store(sync_redis: redis.Redis, settings: Settings) -> MirrorJobStore:
+    return MirrorJobStore(sync_redis, settings.redis_prefix, settings.job_ttl_seconds)
+
+
+def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
+        instance: Any, settings: Settings, page_server: PageServer,
+        mirror_store: MirrorJobStore, sync_redis: redis.Redis) -> None:
+    url = page_server.url("/article.html")
+    result = _run(instance, settings, url)
+    assert result.success
+
+    canonical = canonicalize(url)
+    item_id = item_id_for(canonical.url)
+    catalog = Catalog(settings.database_url)
+    item = catalog.get_item(item_id)
+    assert item is not None
+    assert item["title"] == "Growing Tomatoes at Home"
+    assert item["tier"] in {"A", "B", "C"} and 0 < item["quality_score"] <= 1
+    assert item["language"] == "en" and item["current_version"] == 1
+    keys = item["versions"][0]["object_keys"]
+    files = LocalObjectStore(settings.objects_path)
+    assert b"Cherry tomatoes" in files.get(keys["markdown"])
+    assert files.get(keys["raw"]) == page_server.pages["/article.html"][2]
+    chunks = item["versions"][0]["chunk_count"]
+    vectors = VectorStore(path=settings.qdrant_path)
+    assert vectors.count_item(item_id=item_id, model=settings.embedding_model_name,
+                              dimension=384) == chunks > 0
+
+    mats = result.asset_materializations_for_node("load")
+    assert len(mats) == 1
+    assert mats[0].partition == canonical.partition_key
+    assert mats[0].metadata["title"].value == "Growing Tomatoes at Home"
+    assert {"tier", "quality_score", "word_count", "object_key", "url"} <= set(mats[0].metadata)
+
+    # The mirror turns the run's event log into the job's record and events.
+    mirror = EventMirror(instance, mirror_store, gap_wait=0.5)
+    mirror.drain()
+    record = mirror_store.record(result.run_id)
+    assert record is not None and record.status == JobStatus.COMPLETED
+    assert record.result is not None and record.result.item_id == item_id
+    events = _events(sync_redis, mirror_store, result.run_id)
+    assert events[0].type == EventType.JOB_STARTED
+    assert events[-1].type == EventType.JOB_COMPLETED
+    stages = [(e.type, e.stage) for e in events
+              if e.type in (EventType.STAGE_STARTED, EventType.STAGE_COMPLETED)]
+    assert stages == [(t, s) for s in ("extract", "transform", "load")
+                      for t in (EventType.STAGE_STARTED, EventType.STAGE_COMPLETED)]
+    assert all(e.duration_ms is not None and e.duration_ms >= 0 for e in events
+               if e.type == EventType.STAGE_COMPLETED)
+
+    # A restarted mirror (cursor from Redis) and a full replay from the start add nothing.
+    before = len(events)
+    EventMirror(instance, mirror_store).drain()
+    replay = EventMirror(instance, mirror_store)
+    replay.cursor = 0
+    replay.drain()
+    assert len(_events(sync_redis, mirror_store, result.run_id)) == before
+
+    # Re-ingesting unchanged content adds no version.
+    again = _run(instance, settings, url)
+    assert again.success
+    assert catalog.count_versions(item_id) == 1
+    catalog.close()
+
+
+@pytest.mark.parametrize(("path", "code"), [
+    ("/missing", "not_found"), ("/binary.bin", "unsupported_type")])
+def test_failed_ingestion_reports_stage_and_code_and_writes_no_item(
+        instance: Any, settings: Settings, page_server: PageServer,
+        mirror_store: MirrorJobStore, sync_redis: redis.Redis, path: str, code: str) -> None:
+    url = page_server.url(path)
+    result = _run(instance, settings, url)
+    assert not result.success
+    EventMirror(instance, mirror_store, gap_wait=0.5).drain()
+    record = mirror_store.record(result.run_id)
+    assert record is not None and record.status == JobStatus.FAILED
+    assert record.error is not None
+    assert (record.error.stage, record.error.code) == ("extract", code)
+    last = _events(sync_redis, mirror_store, result.run_id)[-1]
+    assert last.type == EventType.ERROR and last.error == record.error
+    catalog = Catalog(settings.database_url)
+    assert catalog.get_item_by_url(canonicalize(url).url) is None
+    catalog.close()
+
+
+def test_connection_refused_fails_in_extract(
+        instance: Any, settings: Settings, mirror_store: MirrorJobStore) -> None:
+    from librarian.embedded import free_port
+
+    result = _run(instance, settings, f"http://127.0.0.1:{free_port()}/nothing-listens")
+    assert not result.success
+    EventMirror(instance, mirror_store, gap_wait=0.5).drain()
+    record = mirror_store.record(result.run_id)
+    assert record is not None and record.error is not None
+    assert record.error.code == "connect_error" and record.error.stage == "extract"
+
+
+def test_objects_land_in_an_s3_server_through_the_minio_sdk(
+        instance: Any, settings: Settings, page_server: PageServer, s3_endpoint: str,
+        tmp_path: Path) -> None:
+    from librarian.object_store import MinioObjectStore
+
+    s3_settings = settings.model_copy(update={"s3_endpoint": s3_endpoint,
+                                              "s3_bucket": "pipeline-test"})
+    url = page_server.url("/notes.txt")
+    assert _run(instance, s3_settings, url).success
+    catalog = Catalog(settings.database_url)
+    item = catalog.get_item_by_url(canonicalize(url).url)
+    catalog.close()
+    assert item is not None
+    store = MinioObjectStore(s3_endpoint, "minioadmin", "minioadmin", "pipeline-test")
+    markdown = store.get(item["versions"][0]["object_keys"]["markdown"])
+    assert b"sourdough starter" in markdown

@@ -1,0 +1,86 @@
+"""Pages served from 127.0.0.1 for the pipeline and end-to-end tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ARTICLE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Growing Tomatoes at Home</title><meta name="author" content="Jane Roe">
+<meta name="description" content="How to grow tomatoes in a home garden.">
+</head><body><nav><a href="/">Home</a> | <a href="/about">About</a></nav>
+<article><h1>Growing Tomatoes at Home</h1>
+<p>Tomatoes are among the most rewarding plants to grow in a home garden. They need plenty of
+sun, regular watering and a rich soil to produce a generous harvest through the summer.</p>
+<h2>Choosing a variety</h2>
+<p>Cherry tomatoes are forgiving and fast, while beefsteak varieties need a longer season.
+Heirloom tomatoes offer unusual colours and flavours but resist disease less well than hybrids.</p>
+<h2>Planting</h2>
+<p>Plant seedlings deep, burying part of the stem, because tomatoes grow roots along the buried
+stem. Space plants about sixty centimetres apart so air moves between them after rain.</p>
+<p>Water at the base of the plant in the morning. Mulch keeps the soil moist and stops
+soil-borne diseases from splashing onto the leaves during heavy rain.</p>
+<h2>Harvest</h2><ul><li>Pick when fully coloured.</li><li>Store at room temperature.</li></ul>
+</article><footer>Copyright 2026 Garden Notes</footer></body></html>"""
+
+TEXT = """Notes on sourdough baking
+
+A sourdough starter is a culture of wild yeast and lactic acid bacteria. Feed it flour and water
+every day and keep it warm; after a week it rises reliably and smells pleasantly sour.
+
+Bake with a long cold fermentation for a more open crumb and a deeper flavour."""
+
+
+class PageServer:
+    """A threaded HTTP server with fixed routes; ``pages`` can be extended by tests."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, tuple[int, str, bytes]] = {
+            "/article.html": (200, "text/html; charset=utf-8", ARTICLE.encode()),
+            "/notes.txt": (200, "text/plain; charset=utf-8", TEXT.encode()),
+            "/missing": (404, "text/html", b"<html><body>Not found</body></html>"),
+            "/binary.bin": (200, "application/octet-stream", bytes(range(256)) * 64),
+        }
+        self.hits: dict[str, int] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                server.hits[path] = server.hits.get(path, 0) + 1
+                if path == "/slow":
+                    time.sleep(float(self.path.partition("?")[2] or 2))
+                if path.startswith("/redirect/"):
+                    hops = int(path.rsplit("/", 1)[1])
+                    self.send_response(302)
+                    self.send_header("Location", f"/redirect/{hops - 1}" if hops > 1
+                                     else "/article.html")
+                    self.end_headers()
+                    return
+                status, ctype, body = server.pages.get(path, server.pages["/missing"])
+                if path not in server.pages:
+                    status = 404
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,52 @@
+import re
+
+import pytest
+
+from librarian.canonical_url import MAX_URL_LENGTH, canonicalize
+from librarian.errors import InvalidURL
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("HTTP://Example.COM:80/a/../b?utm_source=x&b=2&a=1#frag", "http://example.com/b?a=1&b=2"),
+    ("https://example.com", "https://example.com/"),
+    ("https://example.com:443/x/", "https://example.com/x/"),
+    ("https://example.com:8443/x", "https://example.com:8443/x"),
+    ("https://bücher.example/straße", "https://xn--bcher-kva.example/stra%C3%9Fe"),
+    ("https://example.com/a%20b?q=%7E", "https://example.com/a%20b?q=~"),
+    ("https://example.com/p?fbclid=1&gclid=2&id=7", "https://example.com/p?id=7"),
+    ("  https://example.com./path  ", "https://example.com/path"),
+])
+def test_equivalent_spellings_share_one_canonical_url(raw: str, expected: str) -> None:
+    assert canonicalize(raw).url == expected
+
+
+@pytest.mark.parametrize("raw", [
+    "", "   ", "ftp://example.com/file", "file:///etc/passwd", "javascript:alert(1)",
+    "data:text/html,hi", "https://user:pw@example.com/", "https://user@example.com/",
+    "http:///nohost", "example.com/no-scheme", "https://exa mple.com/", "http://[::1/",
+    "https://example.com/\x00", "https://ex..ample.com/",
+])
+def test_invalid_urls_are_refused_with_invalid_url(raw: str) -> None:
+    with pytest.raises(InvalidURL) as info:
+        canonicalize(raw)
+    assert info.value.code == "invalid_url"
+
+
+def test_overlong_url_is_refused() -> None:
+    with pytest.raises(InvalidURL, match="longer than"):
+        canonicalize("https://example.com/" + "a" * MAX_URL_LENGTH)
+
+
+def test_partition_key_is_short_ui_safe_and_stable() -> None:
+    long_url = "https://docs.example.org/" + "x" * 1500 + "?q=a,b|c[1]"
+    key = canonicalize(long_url).partition_key
+    assert len(key) < 100
+    assert re.fullmatch(r"[a-z0-9.-]+", key)
+    assert key.startswith("docs.example.org-")
+    assert key == canonicalize(long_url.upper().replace("HTTPS", "https", 1).lower()).partition_key
+
+
+def test_different_urls_get_different_keys_and_same_url_same_key() -> None:
+    a = canonicalize("https://example.com/a?utm_medium=x").partition_key
+    assert a == canonicalize("https://EXAMPLE.com/a").partition_key
+    assert a != canonicalize("https://example.com/b").partition_key

@@ -1,0 +1,51 @@
+import pytest
+
+from librarian.errors import ContentError
+from librarian_assets.extract import decode_body, extract_content
+from librarian_assets.fetch import FetchedResponse
+from tests.pages import ARTICLE, TEXT
+
+
+def _response(body: bytes, ctype: str, charset: str | None = None) -> FetchedResponse:
+    return FetchedResponse(url="http://127.0.0.1/x", final_url="http://127.0.0.1/x",
+                           status_code=200, content_type=ctype, charset=charset, body=body)
+
+
+def test_html_main_content_drops_navigation_and_keeps_structure() -> None:
+    doc = extract_content(_response(ARTICLE.encode(), "text/html", "utf-8"))
+    assert "Cherry tomatoes are forgiving" in doc.text
+    assert "Copyright 2026" not in doc.markdown
+    assert "## Choosing a variety" in doc.markdown or "Choosing a variety" in doc.markdown
+    assert doc.title == "Growing Tomatoes at Home"
+    assert doc.author == "Jane Roe"
+    assert doc.html_text_ratio is not None and 0 < doc.html_text_ratio < 1
+
+
+def test_plain_text_is_kept_as_is_with_first_line_as_title() -> None:
+    doc = extract_content(_response(TEXT.encode(), "text/plain"))
+    assert doc.title == "Notes on sourdough baking"
+    assert "cold fermentation" in doc.text
+
+
+@pytest.mark.parametrize("ctype", ["application/octet-stream", "image/png", "application/zip"])
+def test_other_content_types_are_unsupported(ctype: str) -> None:
+    with pytest.raises(ContentError) as info:
+        extract_content(_response(b"\x00\x01binary", ctype))
+    assert info.value.code == "unsupported_type" and info.value.stage == "extract"
+
+
+def test_page_without_readable_content_is_empty_content() -> None:
+    shell = (b"<html><head><title>App</title></head><body><div id=root></div>"
+             b"<script>x()</script></body></html>")
+    with pytest.raises(ContentError) as info:
+        extract_content(_response(shell, "text/html"))
+    assert info.value.code == "empty_content"
+
+
+def test_wrong_or_missing_charset_is_recovered() -> None:
+    text = "Crème brûlée et pâtisserie française, déjà servie à la fenêtre."
+    latin = text.encode("latin-1")
+    assert decode_body(latin, None) == text  # not UTF-8: detected
+    assert decode_body(latin, "utf-8") == text  # declared wrong: falls back
+    meta = b'<meta charset="iso-8859-1">' + latin
+    assert decode_body(meta, None).endswith(text)
