@@ -27,6 +27,7 @@ from librarian.job_store import MirrorWrite
 ROOT_RUN_TAG = "dagster/root_run_id"
 URL_TAG = "librarian/url"
 PARTITION_TAG = "dagster/partition"
+WILL_RETRY_TAG = "dagster/will_retry"
 STAGES = ("extract", "transform", "load")
 
 
@@ -37,6 +38,7 @@ class RunInfo:
     url: str
     partition_key: str | None
     attempt: int
+    will_retry: bool = False  # Dagster's run-retry daemon will re-execute this failed run
 
     @classmethod
     def from_tags(cls, run_id: str, tags: dict[str, str], url_from_config: str | None) -> RunInfo:
@@ -44,7 +46,8 @@ class RunInfo:
         attempt = int(tags.get("dagster/retry_number", "0")) + 1
         return cls(run_id=run_id, job_id=root or run_id,
                    url=tags.get(URL_TAG) or url_from_config or "",
-                   partition_key=tags.get(PARTITION_TAG), attempt=attempt)
+                   partition_key=tags.get(PARTITION_TAG), attempt=attempt,
+                   will_retry=tags.get(WILL_RETRY_TAG) == "true")
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,14 @@ def translate(ev: SourceEvent, run: RunInfo, state: JobState) -> MirrorWrite | N
                           message="completed", result=state.result)
             event(EventType.JOB_COMPLETED, url=run.url, result=state.result)
             mode = "terminal"
+        case "RUN_FAILURE" if run.will_retry:
+            # Not the end: Dagster re-executes the run (a worker that died, not an op failure).
+            # The retry's events continue this job's stream under the same job id.
+            reason = ev.message or "the run failed"
+            fields.update(status=JobStatus.QUEUED, message=f"retrying the run: {reason}")
+            event(EventType.STAGE_PROGRESS, stage=state.stage,
+                  message=f"the run failed ({reason}); Dagster retries it")
+            state.error = None
         case "RUN_FAILURE":
             error = state.error or JobError(stage=state.stage or "run", code="run_failed",
                                             message=ev.message or "the run failed")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("librarian.mirror")
 INGEST_JOB = "ingest_url"
 RECONCILE_SECONDS = 30.0
+WILL_RETRY_WAIT = 2.0
 
 
 class EventMirror:
@@ -99,6 +100,8 @@ class EventMirror:
         if run is None:
             return None
         source = adapt(storage_id, entry)
+        if source.event_type == "RUN_FAILURE":
+            run = self._run_after_failure(entry.run_id) or run
         if source.event_type == "RUN_START" or source.event_type == "RUN_FAILURE":
             self.last_lag_ms = (time.time() - source.timestamp) * 1000
         return translate(source, run, self._state(run.job_id))
@@ -116,6 +119,23 @@ class EventMirror:
         if len(self._runs) > 10_000:
             self._runs.popitem(last=False)
         return info
+
+    def _run_after_failure(self, run_id: str) -> RunInfo | None:
+        """The run re-read after its failure, once Dagster has decided whether to retry it.
+
+        Dagster tags a failed run ``dagster/will_retry`` just after storing RUN_FAILURE (when
+        run retries are on); give it a moment so a retried run is not reported as failed.
+        """
+        deadline = time.monotonic() + (WILL_RETRY_WAIT if self.instance.run_retries_enabled
+                                       else 0)
+        while True:
+            self._runs.pop(run_id, None)
+            info = self._run(run_id)
+            dagster_run = self.instance.get_run_by_id(run_id)
+            decided = dagster_run is None or "dagster/will_retry" in dagster_run.tags
+            if decided or time.monotonic() >= deadline:
+                return info
+            time.sleep(0.05)
 
     def _state(self, job_id: str) -> JobState:
         state = self._states.get(job_id)

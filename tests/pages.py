@@ -41,6 +41,8 @@ class PageServer:
             "/notes.txt": (200, "text/plain; charset=utf-8", TEXT.encode()),
             "/missing": (404, "text/html", b"<html><body>Not found</body></html>"),
             "/binary.bin": (200, "application/octet-stream", bytes(range(256)) * 64),
+            # Answers after ?seconds (default 2): a page to catch a run in the middle of extract.
+            "/slow": (200, "text/html; charset=utf-8", ARTICLE.encode()),
         }
         self.hits: dict[str, int] = {}
         server = self

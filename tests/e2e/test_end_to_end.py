@@ -159,3 +159,54 @@ def test_health_is_ok_when_everything_runs(api: str) -> None:
     body = httpx.get(f"{api}/api/v1/health", timeout=10).json()
     assert body == {"status": "ok", "down": [], "checks": {"redis": "ok", "catalog": "ok",
                                                            "dagster": "ok"}}
+
+
+def _worker_pid(instance: Any, run_id: str, timeout: float = 60) -> int:
+    """The pid of the process executing ``run_id``, from its STEP_START event."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in instance.all_logs(run_id):
+            event = entry.dagster_event
+            if event is not None and event.event_type.name == "STEP_START" and event.pid:
+                return int(event.pid)
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} never started a step")
+
+
+def _latest_run_of(instance: Any, job_id: str, after: set[str]) -> str:
+    from dagster import RunsFilter
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(RunsFilter(tags={"dagster/root_run_id": job_id}))
+        fresh = [r.run_id for r in runs if r.run_id not in after]
+        if fresh:
+            return str(fresh[0])
+        time.sleep(0.2)
+    raise AssertionError("Dagster did not retry the run")
+
+
+def test_a_killed_run_worker_is_retried_once_then_reported_failed(
+        api: str, page_server: PageServer, instance: Any) -> None:
+    import os
+    import signal
+
+    url = page_server.url("/slow") + "?3"
+    job = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
+    os.kill(_worker_pid(instance, job["job_id"]), signal.SIGKILL)
+    retry = _latest_run_of(instance, job["job_id"], after={job["job_id"]})
+    os.kill(_worker_pid(instance, retry), signal.SIGKILL)
+
+    started = time.monotonic()
+    events = read_stream(job["stream_url"])
+    assert time.monotonic() - started < 30
+    assert [e.get("attempt") for e in events if e["event"] == "job_started"] == [1, 2]
+    assert any(e["event"] == "stage_progress" and "retries" in e.get("message", "")
+               for e in events)
+    last = events[-1]
+    assert last["event"] == "error" and last["error"]["code"] == "run_failed"
+    assert last["error"]["stage"] == "extract"
+    record = httpx.get(job["status_url"]).json()
+    assert record["status"] == "failed" and record["attempt"] == 2
+    assert httpx.get(f"{api}/api/v1/library/{item_id_for(canonicalize(url).url)}"
+                     ).status_code == 404

@@ -99,3 +99,18 @@ def test_retry_of_a_run_keeps_the_original_job_id() -> None:
             "librarian/url": "https://example.com/", "dagster/partition": "k"}
     info = RunInfo.from_tags("r2", tags, None)
     assert info.job_id == "r0" and info.attempt == 2
+
+
+def test_a_run_dagster_will_retry_is_not_the_end_of_the_job() -> None:
+    retried = RunInfo(run_id="r1", job_id="r1", url="u", partition_key="k", attempt=1,
+                      will_retry=True)
+    state = JobState()
+    translate(_ev(1, "RUN_START"), retried, state)
+    translate(_ev(2, "STEP_START", "extract"), retried, state)
+    write = translate(_ev(3, "RUN_FAILURE", message="worker died"), retried, state)
+    assert write is not None and write.mode == ""
+    assert [e.type for e in write.events] == [EventType.STAGE_PROGRESS]
+    assert write.fields["status"] == "queued"
+    second = RunInfo(run_id="r2", job_id="r1", url="u", partition_key="k", attempt=2)
+    start = translate(_ev(4, "RUN_START"), second, state)
+    assert start is not None and start.events[0].attempt == 2
