@@ -1,0 +1,54 @@
+"""The private servers ``make run`` starts: real PostgreSQL and Redis under a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis
+
+from librarian.catalog import Catalog, migrate
+from librarian.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, free_port
+
+
+def test_embedded_postgres_starts_serves_the_catalog_restarts_and_stops() -> None:
+    root = Path("/tmp") / f"librarian-embedded-{free_port()}"
+    server = EmbeddedPostgres(root, free_port())
+    server.start()
+    try:
+        server.create_database("librarian")
+        server.create_database("librarian")  # idempotent
+        migrate(f"{server.url}/librarian")
+        catalog = Catalog(f"{server.url}/librarian")
+        catalog.ping()
+        assert catalog.list_items() == ([], None)
+        catalog.close()
+        server.stop()
+        server.start()  # warm start on the existing data folder
+        conn = psycopg2.connect(host="127.0.0.1", port=server.port, user="librarian",
+                                dbname="librarian")
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM items")
+            assert cur.fetchone() == (0,)
+        conn.close()
+    finally:
+        server.stop()
+    with pytest.raises(psycopg2.OperationalError):
+        psycopg2.connect(host="127.0.0.1", port=server.port, user="librarian",
+                         dbname="librarian", connect_timeout=2)
+
+
+def test_embedded_redis_starts_and_stops(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", free_port())
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        client.close()
+        with pytest.raises(EmbeddedServerError, match="taken"):
+            EmbeddedRedis(tmp_path / "other", server.port).start()
+    finally:
+        server.stop()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(server.url, socket_connect_timeout=1).ping()
