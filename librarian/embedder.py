@@ -68,8 +68,9 @@ class Embedder:
             tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
             options = ort.SessionOptions()
             options.log_severity_level = 3
-            # Runs share two cores: one intra-op thread per session keeps concurrent runs fair.
-            options.intra_op_num_threads = 1
+            # All cores for one run (1.8 s vs 3.3 s for 71 chunks on 2 cores), but no spinning
+            # threads: concurrent runs would burn each other's CPU waiting.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(str(self.model_path), sess_options=options,
                                            providers=["CPUExecutionProvider"])
             self._inputs = {i.name for i in session.get_inputs()}

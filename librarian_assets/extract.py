@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import re
 
-import charset_normalizer
-import trafilatura
 from pydantic import BaseModel
 
 from librarian.errors import ContentError
+from librarian_assets.decoding import decode_body
 from librarian_assets.fetch import FetchedResponse
+from librarian_assets.html_content import extract_html
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 TEXT_TYPES = frozenset({"text/plain", "text/markdown", "text/x-markdown"})
 MIN_WORDS = 3
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset=["']?([A-Za-z0-9_.:-]+)""", re.I)
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 
 
@@ -40,33 +39,6 @@ class ExtractedDocument(BaseModel):
     status_code: int = 200
 
 
-def decode_body(body: bytes, declared: str | None) -> str:
-    """Decode with the declared charset, else a <meta> charset, else detection; never raise."""
-    for candidate in (declared, _meta_charset(body)):
-        if candidate:
-            try:
-                return body.decode(candidate)
-            except (LookupError, UnicodeDecodeError):
-                continue
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    matches = list(charset_normalizer.from_bytes(body[:200_000]))
-    if not matches:
-        return body.decode("utf-8", errors="replace")
-    best = matches[0]
-    # Detection cannot tell the Latin code pages apart on short texts; windows-1252 is the HTML
-    # Standard's default for undeclared pages and the web's most common legacy encoding, so it
-    # wins whenever it decodes about as cleanly as the detector's first pick.
-    for match in matches:
-        if (match.encoding == "cp1252" and match.chaos <= best.chaos + 0.05
-                and match.coherence >= best.coherence - 0.05):
-            best = match
-            break
-    return body.decode(best.encoding, errors="replace")
-
-
 def extract_content(response: FetchedResponse) -> ExtractedDocument:
     ctype = response.content_type or _sniff(response.body)
     if ctype in HTML_TYPES:
@@ -83,24 +55,16 @@ def extract_content(response: FetchedResponse) -> ExtractedDocument:
 
 
 def _from_html(response: FetchedResponse) -> ExtractedDocument:
-    html = decode_body(response.body, response.charset)
-    found = trafilatura.extract_with_metadata(
-        html, url=response.final_url, output_format="markdown", include_links=True,
-        include_tables=True, include_formatting=True, include_comments=False,
-    )
-    if found is None or not (found.text or "").strip():
+    found = extract_html(response.body, url=response.final_url,
+                         declared_charset=response.charset)
+    if found is None:
         raise ContentError("empty_content", "no readable main content was found in the page",
                            url=response.url)
-    markdown = (found.text or "").strip()
-    plain = (found.raw_text or markdown).strip()
     return ExtractedDocument(
         url=response.url, final_url=response.final_url, content_type=response.content_type,
-        markdown=markdown, text=plain, title=found.title, author=found.author, date=found.date,
-        sitename=found.sitename, description=found.description, language=found.language,
-        image=found.image, raw=response.body, raw_size=len(response.body),
-        html_text_ratio=round(len(plain) / max(1, len(html)), 4),
-        etag=response.etag, last_modified=response.last_modified,
-        status_code=response.status_code,
+        raw=response.body, raw_size=len(response.body), etag=response.etag,
+        last_modified=response.last_modified, status_code=response.status_code,
+        **found.model_dump(),
     )
 
 
@@ -114,11 +78,6 @@ def _from_text(response: FetchedResponse, ctype: str) -> ExtractedDocument:
         text=text, title=title, raw=response.body, raw_size=len(response.body), etag=response.etag,
         last_modified=response.last_modified, status_code=response.status_code,
     )
-
-
-def _meta_charset(body: bytes) -> str | None:
-    match = _META_CHARSET.search(body[:4096])
-    return match.group(1).decode("ascii") if match else None
 
 
 def _sniff(body: bytes) -> str:

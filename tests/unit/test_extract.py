@@ -1,7 +1,8 @@
 import pytest
 
 from librarian.errors import ContentError
-from librarian_assets.extract import decode_body, extract_content
+from librarian_assets.decoding import decode_body
+from librarian_assets.extract import extract_content
 from librarian_assets.fetch import FetchedResponse
 from tests.pages import ARTICLE, TEXT
 
