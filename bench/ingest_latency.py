@@ -38,7 +38,7 @@ from librarian.vector_store import ChunkPoint, VectorStore
 from librarian_assets.extract import extract_content
 from librarian_assets.fetch import Fetcher, FetchLimits
 from librarian_assets.transform import enrich
-from tests.pages import PageServer
+from tests.support.pages import PageServer
 
 PARAGRAPH = ("Section {i} explains how the library stores each page: the fetcher streams the "
              "bytes, the extractor keeps the main content, and the enrichment stage writes a "

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+import socket
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import idna
 
@@ -30,6 +31,9 @@ TRACKING_PARAMS = frozenset({
 })
 TRACKING_PREFIXES = ("utm_",)
 _KEY_UNSAFE = re.compile(r"[^a-z0-9.-]")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,11 @@ def canonicalize(raw: str) -> CanonicalURL:
     if any(ord(c) < 0x20 or c == "\x7f" for c in text):
         raise InvalidURL("URL contains control characters", url=text)
     try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidURL("URL is not valid Unicode", url=text.encode("utf-8", "replace").decode()
+                         ) from exc
+    try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
@@ -68,7 +77,11 @@ def canonicalize(raw: str) -> CanonicalURL:
         netloc = f"{netloc}:{port}"
     path = _canonical_path(parts.path)
     query = _canonical_query(parts.query)
-    return CanonicalURL(url=urlunsplit((scheme, netloc, path, query, "")), host=host)
+    url = urlunsplit((scheme, netloc, path, query, ""))
+    if len(url) > MAX_URL_LENGTH:  # percent-encoding can multiply the length of non-ASCII text
+        raise InvalidURL(f"URL is longer than {MAX_URL_LENGTH} characters once encoded",
+                         url=url[:200])
+    return CanonicalURL(url=url, host=host)
 
 
 def partition_key(canonical_url: str, host: str) -> str:
@@ -83,6 +96,13 @@ def _canonical_host(hostname: str, original: str) -> str:
         raise InvalidURL("URL has no host", url=original)
     if ":" in host:  # IPv6 literal: urlsplit already removed the brackets
         return host
+    if _NUMERIC_HOST.fullmatch(host):
+        # Decimal, octal and hex spellings of IPv4 (2130706433, 0x7f.1, 0177.0.0.1) are the
+        # address they resolve to: spell them as one, so guards and keys see a single form.
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError as exc:
+            raise InvalidURL(f"invalid IPv4 address {hostname!r}", url=original) from exc
     if host.isascii():
         if not re.fullmatch(r"[a-z0-9_.-]+", host) or ".." in host:
             raise InvalidURL(f"invalid host {hostname!r}", url=original)
@@ -93,6 +113,16 @@ def _canonical_host(hostname: str, original: str) -> str:
         raise InvalidURL(f"invalid international host {hostname!r}: {exc}", url=original) from exc
 
 
+def _normalise_escapes(part: str, safe: str) -> str:
+    """RFC 3986 §6.2.2: decode escapes of unreserved characters only, upper-case the others,
+    and percent-encode what may not appear raw. ``%2F`` stays ``%2F``: it is not ``/``."""
+    def unescape(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else match.group(0).upper()
+
+    return quote(_ESCAPE.sub(unescape, part), safe=safe + "%")
+
+
 def _canonical_path(path: str) -> str:
     if not path:
         return "/"
@@ -101,15 +131,19 @@ def _canonical_path(path: str) -> str:
         normalised += "/"
     if normalised.startswith("//"):  # normpath keeps a leading '//' (POSIX); a URL path must not
         normalised = "/" + normalised.lstrip("/")
-    # Re-quote so that equivalent percent-encodings compare equal.
-    return quote(unquote(normalised), safe="/:@!$&'()*+,;=-._~")
+    return _normalise_escapes(normalised, "/:@!$&'()*+,;=")
 
 
 def _canonical_query(query: str) -> str:
     if not query:
         return ""
-    pairs = [
-        (k, v) for k, v in parse_qsl(query, keep_blank_values=True)
-        if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
-    ]
-    return urlencode(sorted(pairs))
+    kept = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        name = unquote(pair.split("=", 1)[0]).lower()
+        if name in TRACKING_PARAMS or name.startswith(TRACKING_PREFIXES):
+            continue
+        # Pairs keep their own encoding (a query may not be UTF-8); only escapes are normalised.
+        kept.append(_normalise_escapes(pair, "=:@!$'()*+,;/?"))
+    return "&".join(sorted(kept))

@@ -155,6 +155,16 @@ class Catalog:
         item["versions"] = [_jsonable(dict(v)) for v in versions]
         return item
 
+    def current_version(self, canonical_url: str) -> dict[str, Any] | None:
+        """The item's current version (validators, content hash, object keys), if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.text(
+                "SELECT v.version, v.content_hash, v.etag, v.last_modified, v.content_type,"
+                " v.object_keys, v.embedding_model FROM items i JOIN item_versions v"
+                " ON v.item_id = i.id AND v.version = i.current_version WHERE i.id = :id"),
+                {"id": item_id_for(canonical_url)}).mappings().first()
+        return dict(row) if row else None
+
     def get_item_by_url(self, canonical_url: str) -> dict[str, Any] | None:
         return self.get_item(item_id_for(canonical_url))
 

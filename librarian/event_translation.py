@@ -80,6 +80,7 @@ def translate(ev: SourceEvent, run: RunInfo, state: JobState) -> MirrorWrite | N
                               "partition_key": run.partition_key, "updated_at": ev.timestamp}
     events: list[JobEvent] = []
     mode = ""
+    clear: tuple[str, ...] = ()
 
     def event(kind: EventType, **kw: Any) -> None:
         events.append(JobEvent(type=kind, job_id=job, ts=ev.timestamp, **kw))
@@ -131,6 +132,7 @@ def translate(ev: SourceEvent, run: RunInfo, state: JobState) -> MirrorWrite | N
             event(EventType.STAGE_PROGRESS, stage=state.stage,
                   message=f"the run failed ({reason}); Dagster retries it")
             state.error = None
+            clear = ("error",)
         case "RUN_FAILURE":
             error = state.error or JobError(stage=state.stage or "run", code="run_failed",
                                             message=ev.message or "the run failed")
@@ -147,7 +149,7 @@ def translate(ev: SourceEvent, run: RunInfo, state: JobState) -> MirrorWrite | N
             return None
     return MirrorWrite(job_id=job, storage_id=ev.storage_id, partition_key=run.partition_key,
                        fields=record_fields(**fields), events=events, mode=mode,
-                       created_at=ev.timestamp)
+                       created_at=ev.timestamp, clear=clear)
 
 
 def result_from_metadata(meta: dict[str, Any], url: str) -> JobResult:

@@ -26,7 +26,7 @@ from librarian.job_events import JobEvent, JobRecord, JobStatus, record_fields
 
 # KEYS: record, stream, active, jobs-index
 # ARGV: storage_id, ttl, job_id, mode ("", "enqueued", "terminal"), record-fields JSON,
-#       channel, created_at, events JSON...
+#       channel, created_at, fields-to-delete JSON, events JSON...
 APPLY_EVENT_LUA = """
 local sid = tonumber(ARGV[1])
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_storage_id') or '-1')
@@ -38,10 +38,11 @@ for k, v in pairs(fields) do
   table.insert(flat, v)
 end
 redis.call('HSET', KEYS[1], unpack(flat))
+for _, name in ipairs(cjson.decode(ARGV[8])) do redis.call('HDEL', KEYS[1], name) end
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[7])
 redis.call('ZADD', KEYS[4], 'NX', ARGV[7], ARGV[3])
-for i = 8, #ARGV do
-  redis.call('XADD', KEYS[2], sid .. '-' .. (i - 8), 'data', ARGV[i])
+for i = 9, #ARGV do
+  redis.call('XADD', KEYS[2], sid .. '-' .. (i - 9), 'data', ARGV[i])
 end
 if ARGV[4] == 'enqueued' then
   redis.call('SET', KEYS[3], ARGV[3], 'NX')
@@ -50,7 +51,7 @@ elseif ARGV[4] == 'terminal' then
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   if redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
 end
-if #ARGV >= 8 then redis.call('PUBLISH', ARGV[6], ARGV[3]) end
+if #ARGV >= 9 then redis.call('PUBLISH', ARGV[6], ARGV[3]) end
 return 1
 """
 
@@ -92,6 +93,7 @@ class MirrorWrite:
     events: list[JobEvent]
     mode: str = ""  # "", "enqueued" or "terminal"
     created_at: float = 0.0
+    clear: tuple[str, ...] = ()  # record fields to delete
 
 
 class MirrorJobStore:
@@ -117,7 +119,7 @@ class MirrorJobStore:
                     self.keys.active(w.partition_key or "-"), self.keys.jobs]
             args: list[str | int | float] = [
                 w.storage_id, self._ttl, w.job_id, w.mode, json.dumps(w.fields),
-                self.keys.channel, w.created_at,
+                self.keys.channel, w.created_at, json.dumps(list(w.clear)),
             ]
             args.extend(e.to_json() for e in w.events)
             self._apply(keys=keys, args=args, client=pipe)
@@ -171,8 +173,12 @@ class ApiJobStore:
         holder = await self.r.get(key)
         return _s(holder) if holder is not None else None
 
-    async def set_active(self, partition_key: str, job_id: str) -> None:
-        await self.r.set(self.keys.active(partition_key), job_id)
+    async def set_active(self, partition_key: str, token: str, job_id: str) -> bool:
+        """Turn our claim into the job id; False if the claim expired and someone else holds it."""
+        done = await self.r.eval(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) "
+            "return 1 end return 0", 1, self.keys.active(partition_key), token, job_id)
+        return bool(done)
 
     async def release_url(self, partition_key: str, token: str) -> None:
         key = self.keys.active(partition_key)

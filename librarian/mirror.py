@@ -5,9 +5,9 @@ kept in Redis and moved in the same MULTI/EXEC as the writes it covers. Wakes on
 ``NOTIFY run_events`` that dagster-postgres emits for every insert, with a 1 s fallback poll, so
 a lost notification delays nothing for long.
 
-Ids are allocated before commit, so id N+1 can become visible before N: the cursor is a
-low-water mark below which everything was seen, ids above it already applied are remembered,
-and a gap is waited for ``gap_wait`` seconds before it is taken as a rolled-back id.
+Ids are allocated before commit, so id N+1 can become visible before N: events are applied in
+id order only, and a missing id is waited for ``gap_wait`` seconds before it is taken as
+rolled back (see :meth:`EventMirror._in_order`).
 
 Every event a run worker never got to write (RUN_FAILURE after a killed worker, written by the
 code server or by run monitoring) is in the same log, so crashed runs end ``failed`` here too.
@@ -39,14 +39,13 @@ WILL_RETRY_WAIT = 2.0
 
 class EventMirror:
     def __init__(self, instance: DagsterInstance, store: MirrorJobStore, *,
-                 job_name: str = INGEST_JOB, batch: int = 500, gap_wait: float = 5.0) -> None:
+                 job_name: str = INGEST_JOB, batch: int = 500, gap_wait: float = 2.0) -> None:
         self.instance = instance
         self.store = store
         self.job_name = job_name
         self.batch = batch
         self.gap_wait = gap_wait
         self.cursor = store.cursor()
-        self._seen_above: set[int] = set()
         self._gap_since: dict[int, float] = {}
         self._runs: OrderedDict[str, RunInfo | None] = OrderedDict()
         self._states: OrderedDict[str, JobState] = OrderedDict()
@@ -56,44 +55,46 @@ class EventMirror:
     # -- one pass --------------------------------------------------------------------------------
 
     def drain(self) -> int:
-        """Mirror every visible event above the cursor; return how many were read."""
+        """Mirror every event above the cursor that can be applied in order; return how many."""
         total = 0
         while True:
             entries = self.instance.event_log_storage.get_logs_for_all_runs_by_log_id(
                 after_cursor=self.cursor, limit=self.batch)
-            fresh = {sid: e for sid, e in entries.items() if sid not in self._seen_above}
-            if not fresh:
-                self._advance(time.time())  # a gap may have timed out
+            ready, cursor = self._in_order(sorted(entries), time.monotonic())
+            if cursor == self.cursor:
                 return total
-            writes: list[MirrorWrite] = []
-            for sid in sorted(fresh):
-                write = self._translate(sid, fresh[sid])
-                if write is not None:
-                    writes.append(write)
-                self._seen_above.add(sid)
-            self._advance(time.time())
-            self.store.apply(writes, self.cursor)
+            writes = [w for sid in ready if (w := self._translate(sid, entries[sid]))]
+            # The cursor moves only once the writes it covers are in Redis: a failed apply
+            # leaves it where it was, and the next pass reads the same events again.
+            self.store.apply(writes, cursor)
+            self.cursor = cursor
             self.applied += len(writes)
-            total += len(fresh)
-            if len(entries) < self.batch:
+            total += len(ready)
+            if len(entries) < self.batch or len(ready) < len(entries):
                 return total
 
-    def _advance(self, now: float) -> None:
+    def _in_order(self, ids: list[int], now: float) -> tuple[list[int], int]:
+        """The ids that may be applied now, in order, and the cursor after them.
+
+        Events are applied strictly in storage-id order, so the replay guard (an event older
+        than the job's last applied one is a replay) never drops a late commit. An id missing
+        below a visible one is waited for ``gap_wait`` seconds, then taken as rolled back.
+        """
         cursor = self.cursor
-        while self._seen_above:
-            nxt = cursor + 1
-            if nxt in self._seen_above:
-                self._seen_above.discard(nxt)
-                self._gap_since.pop(nxt, None)
-                cursor = nxt
-                continue
-            first = self._gap_since.setdefault(nxt, now)
-            if now - first < self.gap_wait:
-                break
-            log.info("event id %s never appeared; skipping it", nxt)
-            self._gap_since.pop(nxt, None)
-            cursor = nxt
-        self.cursor = cursor
+        ready: list[int] = []
+        for sid in ids:
+            while cursor + 1 < sid:
+                missing = cursor + 1
+                first = self._gap_since.setdefault(missing, now)
+                if now - first < self.gap_wait:
+                    return ready, cursor
+                log.info("event id %s never appeared; skipping it", missing)
+                del self._gap_since[missing]
+                cursor = missing
+            self._gap_since.pop(sid, None)
+            ready.append(sid)
+            cursor = sid
+        return ready, cursor
 
     def _translate(self, storage_id: int, entry: EventLogEntry) -> MirrorWrite | None:
         run = self._run(entry.run_id)

@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     fetch_total_timeout: float = Field(default=60.0, gt=0)
     fetch_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     fetch_max_redirects: int = Field(default=5, ge=0, le=20)
-    fetch_user_agent: str = "Librarian/0.1 (+self-hosted knowledge library)"
+    fetch_user_agent: str = "Mozilla/5.0 (compatible; Librarian/0.1; self-hosted knowledge library)"
+    fetch_respect_robots: bool = False
+    pdf_max_pages: int = Field(default=300, ge=1)
     # Networks the SSRF guard lets through although they are private (e.g. "127.0.0.1/32").
     fetch_allow_networks: list[str] = Field(default_factory=list)
 

@@ -70,9 +70,9 @@ class VectorStore:
     def _collection(self, model: str, dimension: int) -> str:
         return self.prefix + collection_name(model, dimension)
 
-    def replace_item(self, *, item_id: str, content_hash: str, model: str, dimension: int,
-                     chunks: Sequence[ChunkPoint], payload: dict[str, Any]) -> int:
-        """Upsert this version's chunks, then drop the item's points of other versions."""
+    def upsert_version(self, *, item_id: str, content_hash: str, model: str, dimension: int,
+                       chunks: Sequence[ChunkPoint], payload: dict[str, Any]) -> int:
+        """Write this version's chunks; other versions' points stay until :meth:`prune_item`."""
         from qdrant_client import models as qm
 
         name = self._collection(model, dimension)
@@ -97,16 +97,37 @@ class VectorStore:
                         qc.create_payload_index(name, "item_id", qm.PayloadSchemaType.KEYWORD)
                 if points:
                     qc.upsert(name, points=points, wait=True)
-                qc.delete(name, points_selector=qm.FilterSelector(filter=qm.Filter(
-                    must=[qm.FieldCondition(key="item_id", match=qm.MatchValue(value=item_id))],
-                    must_not=[qm.FieldCondition(key="content_hash",
-                                                match=qm.MatchValue(value=content_hash))],
-                )), wait=True)
         except StorageError:
             raise
         except Exception as exc:  # qdrant-client raises transport- and mode-specific errors
             raise StorageError(f"vector store write failed: {exc}") from exc
         return len(points)
+
+    def prune_item(self, *, item_id: str, keep_hash: str, model: str, dimension: int) -> None:
+        """Drop the item's points of every version but ``keep_hash``."""
+        from qdrant_client import models as qm
+
+        name = self._collection(model, dimension)
+        try:
+            with self.client() as qc:
+                if not qc.collection_exists(name):
+                    return
+                qc.delete(name, points_selector=qm.FilterSelector(filter=qm.Filter(
+                    must=[qm.FieldCondition(key="item_id", match=qm.MatchValue(value=item_id))],
+                    must_not=[qm.FieldCondition(key="content_hash",
+                                                match=qm.MatchValue(value=keep_hash))],
+                )), wait=True)
+        except Exception as exc:
+            raise StorageError(f"vector store delete failed: {exc}") from exc
+
+    def replace_item(self, *, item_id: str, content_hash: str, model: str, dimension: int,
+                     chunks: Sequence[ChunkPoint], payload: dict[str, Any]) -> int:
+        """Upsert this version's chunks and drop the item's other versions."""
+        written = self.upsert_version(item_id=item_id, content_hash=content_hash, model=model,
+                                      dimension=dimension, chunks=chunks, payload=payload)
+        self.prune_item(item_id=item_id, keep_hash=content_hash, model=model,
+                        dimension=dimension)
+        return written
 
     def count_item(self, *, item_id: str, model: str, dimension: int) -> int:
         from qdrant_client import models as qm

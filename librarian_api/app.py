@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -15,7 +17,14 @@ from librarian.job_store import ApiJobStore
 from librarian.settings import Settings
 from librarian_api import health, ingest, library, stream
 from librarian_api.dagster_client import DagsterSubmitter
-from librarian_api.errors import ApiError, api_error_handler, librarian_error_handler
+from librarian_api.errors import (
+    ApiError,
+    api_error_handler,
+    database_error_handler,
+    internal_error_handler,
+    librarian_error_handler,
+    redis_error_handler,
+)
 from librarian_api.state import AppState
 
 
@@ -49,5 +58,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers={ApiError: api_error_handler,
-                            LibrarianError: librarian_error_handler},
+                            LibrarianError: librarian_error_handler,
+                            RedisError: redis_error_handler,
+                            OperationalError: database_error_handler,
+                            # Anything else is still a JSON error with a code, never bare text.
+                            Exception: internal_error_handler},
     )

@@ -104,8 +104,12 @@ class DagsterSubmitter:
 
         try:
             return str(self._client().get_run_status(run_id).value)
-        except DagsterGraphQLClientError:
-            return None
+        except DagsterGraphQLClientError as exc:
+            # The client raises one error type for "no such run" and "cannot connect"; the
+            # former carries the GraphQL error type name first.
+            if exc.args and str(exc.args[0]).endswith("NotFoundError"):
+                return None
+            raise OrchestratorUnavailable(f"Dagster unreachable: {exc}") from exc
         except Exception as exc:
             raise OrchestratorUnavailable(f"Dagster unreachable: {exc}") from exc
 

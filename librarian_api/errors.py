@@ -28,6 +28,21 @@ async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
 
 
+async def redis_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body("redis_unavailable", f"job store unavailable: {exc}"),
+                        status_code=503)
+
+
+async def database_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body("catalog_unavailable", f"catalog unavailable: {exc}"[:500]),
+                        status_code=503)
+
+
+async def internal_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body("internal_error", f"{type(exc).__name__}: {exc}"[:500]),
+                        status_code=500)
+
+
 async def librarian_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LibrarianError)
     status = 422 if isinstance(exc, InvalidURL) else 500

@@ -18,7 +18,8 @@ from librarian_api.dagster_client import OrchestratorUnavailable
 from librarian_api.errors import ApiError
 from librarian_api.state import AppState, app_state
 
-CLAIM_SECONDS = 60
+# Longer than the slowest submission (GraphQL timeout 30 s, plus adding the partition).
+CLAIM_SECONDS = 120
 DAGSTER_STATUS = {
     "QUEUED": JobStatus.QUEUED, "NOT_STARTED": JobStatus.QUEUED, "STARTING": JobStatus.QUEUED,
     "MANAGED": JobStatus.QUEUED, "STARTED": JobStatus.RUNNING, "CANCELING": JobStatus.RUNNING,
@@ -65,14 +66,17 @@ async def submit(request: Request) -> JSONResponse:
 
     try:
         run_id = await run_in_threadpool(state.dagster.submit, canonical)
-    except OrchestratorUnavailable as exc:
+    except BaseException as exc:
+        # Whatever went wrong, the URL must not stay claimed by a submission that failed.
         await state.jobs.release_url(key, token)
-        raise ApiError(503, "orchestrator_unavailable", str(exc)) from exc
+        if isinstance(exc, OrchestratorUnavailable):
+            raise ApiError(503, "orchestrator_unavailable", str(exc)) from exc
+        raise
     record = JobRecord(job_id=run_id, status=JobStatus.QUEUED, url=canonical.url,
                        canonical_url=canonical.url, partition_key=key, run_id=run_id,
                        created_at=time.time(), updated_at=time.time())
     await state.jobs.create_queued(record)
-    await state.jobs.set_active(key, run_id)
+    await state.jobs.set_active(key, token, run_id)
     return JSONResponse({"job_id": run_id, "status": "queued", "url": canonical.url,
                          **job_links(request, run_id)}, status_code=202)
 
@@ -84,14 +88,19 @@ async def find_job(state: AppState, job_id: str) -> JobRecord | None:
     # Redis may have lost or expired the job: Dagster still knows the run.
     try:
         uuid.UUID(job_id)
-        status = await run_in_threadpool(state.dagster.run_status, job_id)
-    except (ValueError, OrchestratorUnavailable):
+    except ValueError:
         return None
+    try:
+        status = await run_in_threadpool(state.dagster.run_status, job_id)
+    except OrchestratorUnavailable as exc:
+        raise ApiError(503, "orchestrator_unavailable",
+                       f"job {job_id} is not in Redis and Dagster cannot be asked: {exc}"
+                       ) from exc
     if status is None:
         return None
     return JobRecord(job_id=job_id, run_id=job_id, url="",
                      status=DAGSTER_STATUS.get(status, JobStatus.QUEUED),
-                     message=f"from Dagster: {status}")
+                     message=f"from Dagster: {status}", percent=100 if status == "SUCCESS" else 0)
 
 
 async def status(request: Request) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -32,9 +34,10 @@ async def get_item(request: Request) -> JSONResponse:
     state = app_state(request)
     item_id = request.path_params["item_id"]
     try:
-        item = await run_in_threadpool(state.catalog.get_item, str(item_id))
-    except Exception as exc:  # malformed UUID reaches PostgreSQL as a DataError
+        uuid.UUID(item_id)
+    except ValueError as exc:
         raise ApiError(404, "item_not_found", f"no item {item_id}") from exc
+    item = await run_in_threadpool(state.catalog.get_item, item_id)
     if item is None:
         raise ApiError(404, "item_not_found", f"no item {item_id}")
     return JSONResponse(item)

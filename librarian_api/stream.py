@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
+from starlette.responses import Response
 
+from librarian.job_events import EventType, JobError, JobEvent, JobRecord, JobStatus
 from librarian_api.errors import ApiError
 from librarian_api.ingest import find_job
 from librarian_api.state import AppState, app_state
@@ -23,21 +25,41 @@ _ENTRY_ID = re.compile(r"^\d+-\d+$")
 BLOCK_MS = 5000
 
 
-async def stream(request: Request) -> EventSourceResponse:
+async def stream(request: Request) -> Response:
     state = app_state(request)
     job_id = request.path_params["job_id"]
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if last and not _ENTRY_ID.match(last):
         raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must look like 123-0")
-    if await find_job(state, job_id) is None:
+    record = await find_job(state, job_id)
+    if record is None:
         raise ApiError(404, "job_not_found", f"no job {job_id}")
+    after = last or "0-0"
+    finished = record.status.is_terminal
+    in_redis = await state.jobs.record(job_id) is not None
+    if finished and (not in_redis or not await state.jobs.events_after(job_id, after, count=1)):
+        if last:
+            # A client reconnecting after the terminal event: 204 tells EventSource to stop.
+            return Response(status_code=204)
+        if not in_redis:
+            # Redis lost the job; Dagster knows how it ended: say that, once.
+            return EventSourceResponse(_from_dagster(record))
     return EventSourceResponse(
-        _events(state, request, job_id, last or "0-0"),
+        _events(state, request, job_id, after),
         ping=state.settings.sse_heartbeat_seconds,
         ping_message_factory=lambda: ServerSentEvent(
             event="heartbeat", data=json.dumps({"job_id": job_id, "ts": time.time()})),
         send_timeout=30,
     )
+
+
+async def _from_dagster(record: JobRecord) -> AsyncIterator[ServerSentEvent]:
+    kind = {JobStatus.COMPLETED: EventType.JOB_COMPLETED, JobStatus.FAILED: EventType.ERROR,
+            JobStatus.CANCELLED: EventType.JOB_CANCELLED}[record.status]
+    event = JobEvent(type=kind, job_id=record.job_id, message=record.message,
+                     error=JobError(stage="run", code="run_failed", message=record.message or "")
+                     if kind == EventType.ERROR else None)
+    yield ServerSentEvent(id="0-1", event=kind.value, data=event.to_json())
 
 
 async def _events(state: AppState, request: Request, job_id: str, after: str

@@ -39,7 +39,9 @@ def build_definitions(settings: Settings) -> Definitions:
                 max_bytes=settings.fetch_max_bytes,
                 max_redirects=settings.fetch_max_redirects,
                 user_agent=settings.fetch_user_agent,
-                allow_networks=settings.fetch_allow_networks),
+                allow_networks=settings.fetch_allow_networks,
+                respect_robots=settings.fetch_respect_robots,
+                pdf_max_pages=settings.pdf_max_pages),
             "embedder": EmbedderResource(
                 model_name=settings.embedding_model_name,
                 model_path=str(settings.embedding_model_path)

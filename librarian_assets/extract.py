@@ -1,5 +1,6 @@
-"""Main content and metadata from a fetched response: HTML through trafilatura, plain text and
-Markdown as they are, anything else refused with ``unsupported_type``."""
+"""Main content and metadata from a fetched response: HTML (main content), PDF (text per page),
+plain text and Markdown as they are; anything else is refused with ``unsupported_type``, and
+challenge pages, soft 404s and empty shells never pass as content."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from librarian.errors import ContentError
 from librarian_assets.decoding import decode_body
 from librarian_assets.fetch import FetchedResponse
 from librarian_assets.html_content import extract_html
+from librarian_assets.page_signals import is_challenge, is_soft_404
+from librarian_assets.pdf_content import extract_pdf
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 TEXT_TYPES = frozenset({"text/plain", "text/markdown", "text/x-markdown"})
+PDF_TYPES = frozenset({"application/pdf", "application/x-pdf"})
 MIN_WORDS = 3
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 
@@ -37,14 +41,31 @@ class ExtractedDocument(BaseModel):
     etag: str | None = None
     last_modified: str | None = None
     status_code: int = 200
+    # The catalog's current version of this URL, if any, for refreshes.
+    previous_hash: str | None = None
+    previous_model: str | None = None
+    page_count: int | None = None  # PDF
+    truncated: bool = False  # PDF longer than the page cap
 
 
-def extract_content(response: FetchedResponse) -> ExtractedDocument:
-    ctype = response.content_type or _sniff(response.body)
+def extract_content(response: FetchedResponse, *, pdf_max_pages: int = 300
+                    ) -> ExtractedDocument:
+    ctype = response.content_type
+    if ctype in ("", "application/octet-stream", "binary/octet-stream"):
+        ctype = _sniff(response.body) or ctype
     if ctype in HTML_TYPES:
+        if is_challenge(response.body):
+            raise ContentError("blocked_by_site",
+                               "the site answered with a bot check or captcha, not the page",
+                               url=response.url)
         doc = _from_html(response)
+        if is_soft_404(response.body, len(doc.text.split())):
+            raise ContentError("not_found", "the page says it does not exist (soft 404)",
+                               url=response.url)
     elif ctype in TEXT_TYPES:
         doc = _from_text(response, ctype)
+    elif ctype in PDF_TYPES:
+        doc = _from_pdf(response, pdf_max_pages)
     else:
         raise ContentError("unsupported_type",
                            f"content type {ctype or 'unknown'!r} is not supported",
@@ -80,8 +101,27 @@ def _from_text(response: FetchedResponse, ctype: str) -> ExtractedDocument:
     )
 
 
+def _from_pdf(response: FetchedResponse, max_pages: int) -> ExtractedDocument:
+    pdf = extract_pdf(response.body, url=response.url, max_pages=max_pages)
+    pages = [" ".join(page.split()) for page in pdf.pages]
+    markdown = "\n\n".join(page for page in pages if page)
+    if pdf.truncated:
+        markdown += (f"\n\n*Only the first {len(pdf.pages)} of {pdf.page_count} pages were"
+                     " read.*")
+    first_line = next((p[:200] for p in pages if p), None)
+    return ExtractedDocument(
+        url=response.url, final_url=response.final_url, content_type="application/pdf",
+        markdown=markdown, text=markdown, title=pdf.title or first_line, author=pdf.author,
+        date=pdf.date, raw=response.body, raw_size=len(response.body), etag=response.etag,
+        last_modified=response.last_modified, status_code=response.status_code,
+        page_count=pdf.page_count, truncated=pdf.truncated,
+    )
+
+
 def _sniff(body: bytes) -> str:
     head = body[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         return "text/html"
+    if body[:5] == b"%PDF-":
+        return "application/pdf"
     return ""

@@ -1,30 +1,44 @@
 """The one HTTP client of the extract stage: timeouts, a streamed byte cap, checked redirects,
-and an SSRF guard that is on unless a network is explicitly allow-listed.
+conditional requests, optional robots.txt, and an SSRF guard on unless a network is allow-listed.
 
-Every hop is validated (scheme, resolved addresses) before it is requested, and the address the
-socket actually connected to is checked again before any body is read, so a DNS answer that
-changes between our lookup and the connection (rebinding) cannot reach a private address.
+The guard has two layers. Every URL (and every redirect hop) is resolved and refused if any
+address is not public before a request is built; and the connection itself is made by
+:class:`GuardedBackend`, which resolves the host again, checks each address and connects to
+exactly the address it checked, so a DNS answer that changes in between (rebinding) never
+reaches a private address and no request is ever sent to one.
+
+Bodies are decoded here, not by httpx, so the byte cap bounds the *decoded* size while it is
+produced (a gzip or brotli bomb stops at the cap instead of filling memory), and a watchdog
+closes the response when the total time runs out even if the server keeps trickling bytes.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+from urllib import robotparser
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from librarian.canonical_url import canonicalize
 from librarian.errors import FetchError, InvalidURL
+from librarian_assets.page_signals import is_challenge
 
 Progress = Callable[[int, str], None]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+USER_AGENT = "Mozilla/5.0 (compatible; Librarian/0.1; self-hosted knowledge library)"
 
 
 @dataclass(frozen=True)
@@ -34,8 +48,9 @@ class FetchLimits:
     total_timeout: float = 60.0
     max_bytes: int = 20 * 1024 * 1024
     max_redirects: int = 5
-    user_agent: str = "Librarian/0.1"
+    user_agent: str = USER_AGENT
     allow_networks: tuple[str, ...] = ()
+    respect_robots: bool = False
 
 
 @dataclass
@@ -51,20 +66,129 @@ class FetchedResponse:
     redirects: list[str] = field(default_factory=list)
     elapsed_ms: int = 0
 
+    @property
+    def not_modified(self) -> bool:
+        return self.status_code == 304
+
+
+def is_blocked_address(ip: IPAddress) -> bool:
+    """True for every address that is not plainly public unicast."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return is_blocked_address(ip.ipv4_mapped)
+        if ip in _NAT64:
+            return is_blocked_address(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip in _SIX_TO_FOUR:
+            return is_blocked_address(ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF))
+        if ip in _SITE_LOCAL:
+            return True
+    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+
+
+class AddressGuard:
+    def __init__(self, allow_networks: Iterable[str]) -> None:
+        self._allow = [ipaddress.ip_network(n, strict=False) for n in allow_networks]
+
+    def check(self, address: str, url: str | None = None) -> None:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if any(ip in net for net in self._allow):
+            return
+        if is_blocked_address(ip):
+            raise FetchError("blocked_address",
+                             f"refusing to fetch from non-public address {ip}", url=url)
+
+    def resolve(self, host: str, port: int, url: str | None = None) -> list[str]:
+        """Every address of ``host``, all checked; raises if any is not allowed."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise FetchError("dns_error", f"cannot resolve {host}: {exc}", url=url) from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in addresses:
+            self.check(address, url)
+        return addresses
+
+
+class GuardedBackend(httpcore.SyncBackend):
+    """Connects only to addresses the guard has just approved (no rebinding window)."""
+
+    def __init__(self, guard: AddressGuard) -> None:
+        self.guard = guard
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        last: Exception | None = None
+        for address in self.guard.resolve(host, port):
+            try:
+                return super().connect_tcp(address, port, timeout=timeout,
+                                           local_address=local_address,
+                                           socket_options=socket_options)
+            except httpcore.ConnectError as exc:
+                last = exc
+        raise last or httpcore.ConnectError(f"no address for {host}")
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    def __init__(self, guard: AddressGuard, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # httpx has no parameter for the network backend of its pool; the pool has.
+        self._pool._network_backend = GuardedBackend(guard)  # type: ignore[union-attr]
+
+
+class _BoundedDecoder:
+    """Content-Encoding decoder whose output never exceeds the bytes still allowed."""
+
+    def __init__(self, encoding: str, url: str) -> None:
+        self.encoding = encoding
+        self.url = url
+        self._zlib: Any = None
+        self._brotli: Any = None
+        if encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif encoding == "deflate":
+            self._zlib = zlib.decompressobj()
+        elif encoding == "br":
+            import brotli
+
+            self._brotli = brotli.Decompressor()
+        elif encoding not in ("", "identity"):
+            raise FetchError("decode_error", f"unsupported content encoding {encoding!r}",
+                             url=url)
+
+    def decode(self, data: bytes, room: int) -> bytes:
+        """Decode ``data``; output longer than ``room`` means the cap was passed."""
+        try:
+            if self._zlib is not None:
+                out = bytes(self._zlib.decompress(data, room + 1))
+                if self._zlib.unconsumed_tail:
+                    return out + b"\0"  # more output waiting: over the cap for sure
+                return out
+            if self._brotli is not None:
+                return bytes(self._brotli.process(data, output_buffer_limit=room + 1))
+        except (zlib.error, Exception) as exc:  # brotli.error has no importable base
+            if isinstance(exc, FetchError):
+                raise
+            raise FetchError("decode_error", f"cannot decode the {self.encoding} body: {exc}",
+                             url=self.url) from exc
+        return data
+
 
 class Fetcher:
     def __init__(self, limits: FetchLimits, transport: httpx.BaseTransport | None = None) -> None:
         self.limits = limits
-        self._allow = [ipaddress.ip_network(n, strict=False) for n in limits.allow_networks]
-        self._check_connected = transport is None  # a test transport has no socket to check
+        self.guard = AddressGuard(limits.allow_networks)
         self._client = httpx.Client(
-            transport=transport,
+            transport=transport or GuardedTransport(self.guard),
             follow_redirects=False,
             timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
             headers={"User-Agent": limits.user_agent,
-                     "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5"},
+                     "Accept": "text/html,application/xhtml+xml,application/pdf,text/plain;q=0.9,"
+                               "text/markdown;q=0.9,*/*;q=0.5",
+                     "Accept-Encoding": "gzip, deflate, br"},
             trust_env=False,  # a proxy from the environment would bypass the address checks
         )
+        self._robots: dict[str, robotparser.RobotFileParser] = {}
 
     def close(self) -> None:
         self._client.close()
@@ -75,15 +199,21 @@ class Fetcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fetch(self, url: str, progress: Progress | None = None) -> FetchedResponse:
+    def fetch(self, url: str, progress: Progress | None = None, *, etag: str | None = None,
+              last_modified: str | None = None) -> FetchedResponse:
+        """GET ``url``; with validators, a 304 comes back as ``not_modified`` with no body."""
         started = time.monotonic()
         deadline = started + self.limits.total_timeout
         redirects: list[str] = []
         current = url
+        conditional = {k: v for k, v in (("If-None-Match", etag),
+                                         ("If-Modified-Since", last_modified)) if v}
         while True:
             self._check_url(current)
-            response = self._open(current, deadline)
-            if response.is_redirect:
+            if self.limits.respect_robots:
+                self._check_robots(current, deadline)
+            response = self._open(current, deadline, conditional)
+            if response.has_redirect_location:
                 location = response.headers.get("location", "")
                 response.close()
                 if len(redirects) >= self.limits.max_redirects:
@@ -93,11 +223,15 @@ class Fetcher:
                 current = urljoin(current, location)
                 continue
             try:
-                body = self._read_body(response, url, deadline, progress)
+                body = b"" if response.status_code == 304 else self._read_body(
+                    response, url, deadline, progress)
             finally:
                 response.close()
-            self._check_status(response, url)
-            content_type, _, _params = response.headers.get("content-type", "").partition(";")
+            if response.status_code in (403, 429, 503) and is_challenge(body):
+                raise FetchError("blocked_by_site", f"HTTP {response.status_code}: the site"
+                                 " answered with a bot check or captcha", url=url)
+            check_status(response.status_code, response.headers, url)
+            content_type = response.headers.get("content-type", "").partition(";")[0]
             return FetchedResponse(
                 url=url, final_url=current, status_code=response.status_code,
                 content_type=content_type.strip().lower(), charset=response.charset_encoding,
@@ -113,110 +247,116 @@ class Fetcher:
             canonical = canonicalize(url)
         except InvalidURL as exc:
             raise FetchError("invalid_url", exc.message, url=url) from exc
-        host = canonical.host
-        port = urlsplit(canonical.url).port or 443
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise FetchError("dns_error", f"cannot resolve {host}: {exc}", url=url) from exc
-        for info in infos:
-            self._check_address(str(info[4][0]), url)
+        self.guard.resolve(canonical.host, urlsplit(canonical.url).port or 443, url)
 
-    def _check_address(self, address: str, url: str) -> None:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if any(ip in net for net in self._allow):
-            return
-        if is_blocked_address(ip):
-            raise FetchError("blocked_address",
-                             f"refusing to fetch from non-public address {ip}", url=url)
+    def _check_robots(self, url: str, deadline: float) -> None:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        parser = self._robots.get(origin)
+        if parser is None:
+            parser = robotparser.RobotFileParser()
+            try:
+                response = self._open(origin + "/robots.txt", deadline, {})
+                try:
+                    text = b"" if response.status_code >= 400 else self._read_body(
+                        response, url, deadline, None, cap=512 * 1024)
+                finally:
+                    response.close()
+                parser.parse(text.decode("utf-8", "replace").splitlines())
+            except FetchError:
+                parser.parse([])  # no readable robots.txt: everything is allowed
+            self._robots[origin] = parser
+        if not parser.can_fetch(self.limits.user_agent, url):
+            raise FetchError("blocked_by_robots", "robots.txt disallows this URL", url=url)
 
-    def _open(self, url: str, deadline: float) -> httpx.Response:
+    def _open(self, url: str, deadline: float, headers: dict[str, str]) -> httpx.Response:
         if time.monotonic() > deadline:
             raise FetchError("timeout", "total time limit reached", url=url, transient=True)
-        request = self._client.build_request("GET", url)
+        request = self._client.build_request("GET", url, headers=headers)
         try:
-            response = self._client.send(request, stream=True)
+            return self._client.send(request, stream=True)
+        except FetchError:
+            raise
         except httpx.TimeoutException as exc:
             raise FetchError("timeout", f"timed out connecting: {exc}", url=url,
                              transient=True) from exc
         except httpx.ConnectError as exc:
+            cause = exc.__context__ or exc.__cause__
+            if isinstance(cause, FetchError):  # refused by the guarded backend
+                raise FetchError(cause.code, cause.message, url=url) from exc
             raise FetchError("connect_error", f"cannot connect: {exc}", url=url) from exc
         except httpx.HTTPError as exc:
             raise FetchError("http_error", f"request failed: {exc}", url=url) from exc
-        if self._check_connected:
-            stream = response.extensions.get("network_stream")
-            peer = stream.get_extra_info("server_addr") if stream is not None else None
-            if peer:
-                try:
-                    self._check_address(str(peer[0]), url)
-                except FetchError:
-                    response.close()
-                    raise
-        return response
 
     def _read_body(self, response: httpx.Response, url: str, deadline: float,
-                   progress: Progress | None) -> bytes:
-        cap = self.limits.max_bytes
+                   progress: Progress | None, cap: int | None = None) -> bytes:
+        cap = cap or self.limits.max_bytes
         declared = response.headers.get("content-length")
         total = int(declared) if declared and declared.isdigit() else None
-        if total is not None and total > cap:
+        if total is not None and total > cap and not response.headers.get("content-encoding"):
             raise FetchError("too_large", f"Content-Length {total} exceeds the {cap}-byte limit",
                              url=url)
+        # A response built from bytes (a test transport) was read and decoded by httpx already.
+        preread = hasattr(response, "_content")
+        decoder = _BoundedDecoder("" if preread else response.headers.get(
+            "content-encoding", "").strip().lower(), url)
+        stream: Iterable[bytes] = [response.content] if preread else response.iter_raw()
         chunks: list[bytes] = []
-        size = 0
+        size = raw_size = 0
         last_report = -1
+        # The watchdog closes the response at the deadline, which ends a blocked read at once.
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), response.close)
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            # iter_bytes decodes gzip/deflate/brotli: the cap counts decoded bytes (bomb-safe).
-            for chunk in response.iter_bytes(64 * 1024):
+            for raw in stream:
+                raw_size += len(raw)
+                chunk = decoder.decode(raw, cap - size)
                 size += len(chunk)
                 if size > cap:
-                    raise FetchError("too_large", f"response exceeds the {cap}-byte limit", url=url)
+                    raise FetchError("too_large", f"response exceeds the {cap}-byte limit",
+                                     url=url)
                 if time.monotonic() > deadline:
                     raise FetchError("timeout", "total time limit reached while downloading",
                                      url=url, transient=True)
                 chunks.append(chunk)
                 if progress and total:
-                    pct = min(99, size * 100 // max(total, 1))
+                    pct = min(99, raw_size * 100 // max(total, 1))
                     if pct // 10 > last_report:
                         last_report = pct // 10
-                        progress(pct, f"downloaded {size:,} of {total:,} bytes")
-        except httpx.TimeoutException as exc:
-            raise FetchError("timeout", f"timed out reading: {exc}", url=url,
-                             transient=True) from exc
-        except httpx.DecodingError as exc:
-            raise FetchError("decode_error", f"cannot decode the response: {exc}", url=url) from exc
-        except httpx.HTTPError as exc:
+                        progress(pct, f"downloaded {raw_size:,} of {total:,} bytes")
+        except FetchError:
+            raise
+        except (httpx.HTTPError, httpx.StreamError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                raise FetchError("timeout", "total time limit reached while downloading",
+                                 url=url, transient=True) from exc
+            if isinstance(exc, httpx.TimeoutException):
+                raise FetchError("timeout", f"timed out reading: {exc}", url=url,
+                                 transient=True) from exc
+            if isinstance(exc, httpx.RemoteProtocolError):
+                raise FetchError("incomplete_response",
+                                 f"the server broke off the response: {exc}", url=url,
+                                 transient=True) from exc
             raise FetchError("http_error", f"download failed: {exc}", url=url,
                              transient=True) from exc
+        finally:
+            watchdog.cancel()
         if progress:
             progress(100, f"downloaded {size:,} bytes")
         return b"".join(chunks)
 
-    @staticmethod
-    def _check_status(response: httpx.Response, url: str) -> None:
-        status = response.status_code
-        if status < 400:
-            return
-        if status in (404, 410):
-            raise FetchError("not_found", f"HTTP {status}: the page does not exist", url=url)
-        if status == 429:
-            retry_after = response.headers.get("retry-after", "")
-            raise FetchError("rate_limited", "HTTP 429: the site asks us to slow down", url=url,
-                             transient=True,
-                             retry_after=float(retry_after) if retry_after.isdigit() else None)
-        if status >= 500:
-            raise FetchError("http_error", f"HTTP {status} from the server", url=url,
-                             transient=True)
-        raise FetchError("http_error", f"HTTP {status}", url=url)
 
-
-def is_blocked_address(ip: IPAddress) -> bool:
-    """True for every address that is not plainly public unicast."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return is_blocked_address(ip.ipv4_mapped)
-        if ip in _NAT64:
-            return is_blocked_address(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        if ip in _SIX_TO_FOUR:
-            return is_blocked_address(ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF))
-    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+def check_status(status: int, headers: httpx.Headers, url: str) -> None:
+    if status < 400:
+        return
+    if status in (404, 410):
+        raise FetchError("not_found", f"HTTP {status}: the page does not exist", url=url)
+    if status == 429:
+        retry_after = headers.get("retry-after", "")
+        raise FetchError("rate_limited", "HTTP 429: the site asks us to slow down", url=url,
+                         transient=True,
+                         retry_after=float(retry_after) if retry_after.isdigit() else None)
+    if status >= 500:
+        raise FetchError("http_error", f"HTTP {status} from the server", url=url, transient=True)
+    raise FetchError("http_error", f"HTTP {status}", url=url)

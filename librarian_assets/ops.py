@@ -27,7 +27,7 @@ from dagster import (
 
 from librarian.canonical_url import canonicalize
 from librarian.catalog import NewVersion, item_id_for
-from librarian.errors import InvalidURL, LibrarianError
+from librarian.errors import InvalidURL, LibrarianError, StorageError
 from librarian.job_events import progress_message
 from librarian.object_store import version_prefix
 from librarian.vector_store import ChunkPoint
@@ -71,8 +71,8 @@ def _progress(context: OpExecutionContext) -> Any:
 
 
 @op(description="Fetch the URL over HTTP and extract its main content and metadata.")
-def extract(context: OpExecutionContext, config: ExtractConfig,
-            fetcher: FetcherResource) -> ExtractedDocument:
+def extract(context: OpExecutionContext, config: ExtractConfig, fetcher: FetcherResource,
+            catalog: CatalogResource, objects: ObjectStoreResource) -> ExtractedDocument:
     with stage_errors(context, "extract"):
         try:
             canonical = canonicalize(config.url)
@@ -84,14 +84,37 @@ def extract(context: OpExecutionContext, config: ExtractConfig,
                 f"partition {context.partition_key!r} is not the key of {canonical.url}",
                 url=config.url)
         report = _progress(context)
-        report(0, f"fetching {canonical.url}")
+        previous = catalog.catalog().current_version(canonical.url)
+        report(0, f"fetching {canonical.url}" + (" (refresh)" if previous else ""))
         with fetcher.fetcher() as client:
-            response = client.fetch(canonical.url, progress=lambda p, m: report(p * 8 // 10, m))
+            response = client.fetch(
+                canonical.url, progress=lambda p, m: report(p * 8 // 10, m),
+                etag=previous["etag"] if previous else None,
+                last_modified=previous["last_modified"] if previous else None)
+        if response.not_modified and previous:
+            # 304: the stored copy is current; extract it again from the stored raw bytes so
+            # the rest of the run sees the same document (and finds it unchanged).
+            report(80, "not modified since the last fetch; using the stored copy")
+            try:
+                stored = objects.store().get(previous["object_keys"]["raw"])
+            except StorageError:
+                context.log.warning("the stored copy is missing; fetching the page again")
+                with fetcher.fetcher() as client:
+                    response = client.fetch(canonical.url)
+                previous = None  # nothing stored to reuse
+            else:
+                response.body, response.status_code = stored, 200
+                response.content_type = previous["content_type"] or ""
+                response.etag = response.etag or previous["etag"]
+                response.last_modified = response.last_modified or previous["last_modified"]
         report(85, f"HTTP {response.status_code}, {response.content_type or 'no type'},"
                    f" {len(response.body):,} bytes; extracting main content")
-        doc = extract_content(response)
+        doc = extract_content(response, pdf_max_pages=fetcher.pdf_max_pages)
         # The catalog keys on the canonical URL, whatever spelling was submitted.
         doc.url = canonical.url
+        if previous:
+            doc.previous_hash = previous["content_hash"]
+            doc.previous_model = previous["embedding_model"]
         report(100, f"extracted {len(doc.text.split()):,} words")
         return doc
 
@@ -136,14 +159,19 @@ def load(context: OpExecutionContext, doc: EnrichedDocument, catalog: CatalogRes
         store.put(keys["markdown"], source.markdown.encode(), "text/markdown; charset=utf-8")
         store.put(keys["metadata"], json.dumps(metadata, indent=2).encode(), "application/json")
         report(30, "files stored")
-        points = vectors.store().replace_item(
-            item_id=item_id, content_hash=doc.content_hash, model=doc.embedding_model,
-            dimension=doc.embedding_dimension,
-            chunks=[ChunkPoint(c.index, c.text, c.heading_path, c.vector) for c in doc.chunks],
-            payload={"url": doc.canonical_url, "title": doc.title, "tier": doc.tier,
-                     "language": doc.language, "domain": doc.domain},
-        )
-        report(70, f"{points} vectors stored")
+        vector_store = vectors.store()
+        if doc.vectors_reused:
+            report(70, "content unchanged: vectors kept")
+        else:
+            points = vector_store.upsert_version(
+                item_id=item_id, content_hash=doc.content_hash, model=doc.embedding_model,
+                dimension=doc.embedding_dimension,
+                chunks=[ChunkPoint(c.index, c.text, c.heading_path, c.vector)
+                        for c in doc.chunks],
+                payload={"url": doc.canonical_url, "title": doc.title, "tier": doc.tier,
+                         "language": doc.language, "domain": doc.domain},
+            )
+            report(70, f"{points} vectors stored")
         recorded = catalog.catalog().record_version(NewVersion(
             canonical_url=doc.canonical_url, url=doc.canonical_url, domain=doc.domain,
             partition_key=doc.partition_key, title=doc.title, author=source.author,
@@ -156,6 +184,12 @@ def load(context: OpExecutionContext, doc: EnrichedDocument, catalog: CatalogRes
             chunk_count=len(doc.chunks), embedding_model=doc.embedding_model,
             run_id=context.run_id,
         ))
+        # Only now that the catalog points to this version may older vectors go: a failure
+        # before this line leaves the last good version searchable.
+        if not doc.vectors_reused:
+            vector_store.prune_item(item_id=item_id, keep_hash=doc.content_hash,
+                                    model=doc.embedding_model,
+                                    dimension=doc.embedding_dimension)
         report(100, f"catalog version {recorded.version}"
                     f" ({'new content' if recorded.changed else 'unchanged'})")
     yield AssetMaterialization(
@@ -173,6 +207,7 @@ def load(context: OpExecutionContext, doc: EnrichedDocument, catalog: CatalogRes
             "version": recorded.version,
             "changed": recorded.changed,
             "chunks": len(doc.chunks),
+            "vectors_reused": doc.vectors_reused,
         },
     )
     yield Output({"item_id": item_id, "version": recorded.version})

@@ -15,7 +15,7 @@ from librarian.catalog import Catalog
 from librarian.embedder import Embedder
 from librarian.object_store import LocalObjectStore, MinioObjectStore, ObjectStore
 from librarian.vector_store import VectorStore
-from librarian_assets.fetch import Fetcher, FetchLimits
+from librarian_assets.fetch import USER_AGENT, Fetcher, FetchLimits
 
 
 class FetcherResource(ConfigurableResource):  # type: ignore[misc,type-arg]
@@ -24,15 +24,14 @@ class FetcherResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     total_timeout: float = 60.0
     max_bytes: int = 20 * 1024 * 1024
     max_redirects: int = 5
-    user_agent: str = "Librarian/0.1"
+    user_agent: str = USER_AGENT
     allow_networks: list[str] = []
+    respect_robots: bool = False
+    pdf_max_pages: int = 300
 
     def fetcher(self) -> Fetcher:
-        return Fetcher(FetchLimits(
-            connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
-            total_timeout=self.total_timeout, max_bytes=self.max_bytes,
-            max_redirects=self.max_redirects, user_agent=self.user_agent,
-            allow_networks=tuple(self.allow_networks)))
+        fields = self.model_dump(exclude={"pdf_max_pages"})
+        return Fetcher(FetchLimits(**{**fields, "allow_networks": tuple(self.allow_networks)}))
 
 
 class EmbedderResource(ConfigurableResource):  # type: ignore[misc,type-arg]

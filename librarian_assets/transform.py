@@ -41,6 +41,7 @@ class EnrichedDocument(BaseModel):
     quality_parts: dict[str, float]
     embedding_model: str
     embedding_dimension: int
+    vectors_reused: bool = False
     chunks: list[EnrichedChunk]
 
 
@@ -64,11 +65,14 @@ def enrich(doc: ExtractedDocument, *, canonical_url: str, partition_key: str, do
     tags = keywords(doc.markdown, title)
     report(20, f"language {language or 'unknown'}, {word_count:,} words, tier {quality.tier}")
     chunks = chunk_markdown(doc.markdown)
-    report(30, f"{len(chunks)} chunks")
+    content_hash = hashlib.sha256(doc.markdown.encode()).hexdigest()
+    # Unchanged content embedded by the same model: its vectors are in the store already.
+    reuse = doc.previous_hash == content_hash and doc.previous_model == embedder.name
+    report(30, f"{len(chunks)} chunks" + (" (unchanged: vectors kept)" if reuse else ""))
     vectors: list[list[float]] = []
     batch = 16
     try:
-        for start in range(0, len(chunks), batch):
+        for start in range(0, 0 if reuse else len(chunks), batch):
             part = chunks[start:start + batch]
             texts = [" > ".join(c.heading_path) + "\n" + c.text if c.heading_path else c.text
                      for c in part]
@@ -80,14 +84,14 @@ def enrich(doc: ExtractedDocument, *, canonical_url: str, partition_key: str, do
                               url=doc.url) from exc
     return EnrichedDocument(
         document=doc, canonical_url=canonical_url, partition_key=partition_key, domain=domain,
-        content_hash=hashlib.sha256(doc.markdown.encode()).hexdigest(), title=title[:500],
+        content_hash=content_hash, title=title[:500], vectors_reused=reuse,
         language=language, word_count=word_count,
         reading_minutes=max(1, round(word_count / WORDS_PER_MINUTE)), summary=summary,
         keywords=tags, quality_score=quality.score, tier=quality.tier,
         quality_parts=quality.parts, embedding_model=embedder.name,
         embedding_dimension=len(vectors[0]) if vectors else 0,
         chunks=[EnrichedChunk(index=c.index, text=c.text, heading_path=list(c.heading_path),
-                              vector=v) for c, v in zip(chunks, vectors, strict=True)],
+                              vector=vectors[c.index] if vectors else []) for c in chunks],
     )
 
 

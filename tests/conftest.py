@@ -21,7 +21,7 @@ import redis
 
 from librarian.embedded import EmbeddedPostgres, EmbeddedRedis, port_open
 from librarian.settings import Settings
-from tests.pages import PageServer
+from tests.support.pages import PageServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,7 +80,10 @@ def _admin(base: str) -> psycopg2.extensions.connection:
 
 @pytest.fixture(scope="session")
 def databases(postgres_base: str, session_id: str) -> Iterator[dict[str, str]]:
-    names = {"catalog": f"librarian_test_{session_id}", "dagster": f"dagster_test_{session_id}"}
+    # The end-to-end stack gets a catalog of its own: its files and vectors live in its own
+    # data folder, so it must not share catalog rows with the in-process pipeline tests.
+    names = {"catalog": f"librarian_test_{session_id}", "dagster": f"dagster_test_{session_id}",
+             "e2e_catalog": f"librarian_e2e_{session_id}"}
     conn = _admin(postgres_base)
     with conn.cursor() as cur:
         for name in names.values():
@@ -119,6 +122,7 @@ def settings(databases: dict[str, str], redis_url: str, redis_prefix: str,
     from librarian.catalog import migrate
 
     migrate(databases["catalog"])
+    migrate(databases["e2e_catalog"])
     return Settings(
         environment="test",
         data_dir=session_dir / "data",

@@ -20,16 +20,17 @@ from librarian.settings import Settings
 from librarian.stack import Stack, StackPorts
 from librarian.vector_store import VectorStore
 from tests.conftest import settings_env
-from tests.pages import PageServer
+from tests.support.pages import PageServer
 
 pytestmark = pytest.mark.e2e
 TERMINAL = {"job_completed", "error", "job_cancelled"}
 
 
 @pytest.fixture(scope="module")
-def stack(settings: Settings, session_dir: Path) -> Iterator[Stack]:
+def stack(settings: Settings, session_dir: Path, databases: dict[str, str]) -> Iterator[Stack]:
     data_dir = session_dir / "stack"
     env = settings_env(settings)
+    env["LIBRARIAN_DATABASE_URL"] = databases["e2e_catalog"]
     env["LIBRARIAN_WATCHLIST_PATH"] = str(data_dir / "watchlist.txt")
     s = Stack(data_dir, env=env, ports=StackPorts(api=free_port(), dagster=free_port(),
                                                   code_server=free_port()))
@@ -210,3 +211,23 @@ def test_a_killed_run_worker_is_retried_once_then_reported_failed(
     assert record["status"] == "failed" and record["attempt"] == 2
     assert httpx.get(f"{api}/api/v1/library/{item_id_for(canonicalize(url).url)}"
                      ).status_code == 404
+
+
+def test_unknown_run_id_is_404_and_a_job_redis_lost_is_answered_from_dagster(
+        api: str, page_server: PageServer, settings: Settings) -> None:
+    import uuid
+
+    import redis
+
+    assert httpx.get(f"{api}/api/v1/ingest/{uuid.uuid4()}", timeout=30).status_code == 404
+    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
+                                                   "?lost=1"}, timeout=30).json()
+    assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
+    client = redis.Redis.from_url(settings.redis_url)
+    prefix = settings.redis_prefix
+    client.delete(f"{prefix}job:{job['job_id']}", f"{prefix}job:{job['job_id']}:events")
+    client.close()
+    record = httpx.get(job["status_url"], timeout=30).json()
+    assert record["status"] == "completed"
+    events = read_stream(job["stream_url"])
+    assert [e["event"] for e in events] == ["job_completed"]

@@ -57,6 +57,30 @@ def store(sync_redis: redis.Redis, settings: Settings) -> MirrorJobStore:
     return MirrorJobStore(sync_redis, settings.redis_prefix, settings.job_ttl_seconds)
 
 
+def test_enqueue_marks_the_url_active_and_the_terminal_event_releases_it(
+        store: MirrorJobStore, sync_redis: redis.Redis) -> None:
+    job = str(uuid.uuid4())
+    key = store.keys.active("pk-" + job)
+    _write(store, job, 1, EventType.JOB_STARTED, mode="enqueued", status=JobStatus.QUEUED)
+    assert sync_redis.get(key) == job.encode()
+    assert sync_redis.ttl(store.keys.record(job)) == -1  # unfinished jobs do not expire
+    _write(store, job, 2, EventType.JOB_COMPLETED, mode="terminal", status=JobStatus.COMPLETED)
+    assert sync_redis.get(key) is None
+    assert 0 < sync_redis.ttl(store.keys.record(job)) <= store._ttl
+    # A replayed event changes nothing.
+    _write(store, job, 2, EventType.JOB_COMPLETED, mode="terminal", status=JobStatus.COMPLETED)
+    assert sync_redis.xlen(store.keys.events(job)) == 2
+
+
+def test_a_terminal_event_does_not_release_another_jobs_claim(
+        store: MirrorJobStore, sync_redis: redis.Redis) -> None:
+    job = str(uuid.uuid4())
+    key = store.keys.active("pk-" + job)
+    sync_redis.set(key, "another-job")
+    _write(store, job, 1, EventType.JOB_COMPLETED, mode="terminal", status=JobStatus.COMPLETED)
+    assert sync_redis.get(key) == b"another-job"
+
+
 def _sse(text: str) -> list[dict[str, str]]:
     events = []
     for block in text.replace("\r\n", "\n").split("\n\n"):
@@ -93,11 +117,16 @@ def test_submitting_while_dagster_is_down_is_503_and_leaves_no_claim(
     assert not list(sync_redis.scan_iter(match=f"{settings.redis_prefix}active:down.example-*"))
 
 
-def test_unknown_job_is_404_for_status_and_stream(api: str) -> None:
-    job = str(uuid.uuid4())
-    assert httpx.get(f"{api}/api/v1/ingest/{job}").status_code == 404
-    response = httpx.get(f"{api}/api/v1/stream/{job}")
-    assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
+def test_a_job_id_that_cannot_exist_is_404_for_status_and_stream(api: str) -> None:
+    for path in ("ingest", "stream"):
+        response = httpx.get(f"{api}/api/v1/{path}/not-a-run-id")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
+
+
+def test_a_job_missing_from_redis_while_dagster_is_down_is_503_not_404(api: str) -> None:
+    response = httpx.get(f"{api}/api/v1/ingest/{uuid.uuid4()}", timeout=30)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "orchestrator_unavailable"
 
 
 def test_health_names_what_is_down(api: str) -> None:
@@ -135,6 +164,15 @@ def test_stream_replays_from_the_start_then_follows_until_the_terminal_event(
 
     status = httpx.get(f"{api}/api/v1/ingest/{job}").json()
     assert status["status"] == "completed" and status["stream_url"].endswith(f"/stream/{job}")
+
+    # The server, not the client, ends a finished stream: read to EOF.
+    started = time.monotonic()
+    replay = httpx.get(f"{api}/api/v1/stream/{job}", timeout=10).text
+    assert time.monotonic() - started < 3
+    assert [e["id"] for e in _sse(replay)] == ["10-0", "11-0", "12-0", "13-0"]
+    # EventSource reconnects after the terminal event: 204 tells it to stop.
+    again = httpx.get(f"{api}/api/v1/stream/{job}", headers={"Last-Event-ID": "13-0"})
+    assert again.status_code == 204
 
 
 def test_last_event_id_resumes_after_that_event(api: str, store: MirrorJobStore) -> None:

@@ -19,7 +19,7 @@ from librarian.settings import Settings
 from librarian.vector_store import VectorStore
 from librarian_assets.definitions import build_definitions
 from librarian_assets.partitions import URLS_PARTITIONS_NAME
-from tests.pages import PageServer
+from tests.support.pages import PageServer
 
 
 def _run(instance: Any, settings: Settings, url: str) -> Any:
@@ -96,10 +96,33 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
     replay.drain()
     assert len(_events(sync_redis, mirror_store, result.run_id)) == before
 
-    # Re-ingesting unchanged content adds no version.
+    # Re-ingesting: a conditional request (304), no new version, nothing re-embedded.
+    not_modified = page_server.not_modified
     again = _run(instance, settings, url)
     assert again.success
+    assert page_server.not_modified == not_modified + 1
     assert catalog.count_versions(item_id) == 1
+    mat = again.asset_materializations_for_node("load")[0]
+    assert mat.metadata["changed"].value is False
+    assert mat.metadata["vectors_reused"].value is True
+    assert vectors.count_item(item_id=item_id, model=settings.embedding_model_name,
+                              dimension=384) == chunks
+
+    # Changed content: a new version, and the old version's vectors replaced by the new ones.
+    status, ctype, body = page_server.pages["/article.html"]
+    page_server.pages["/article.html"] = (status, ctype, body.replace(
+        b"Harvest</h2>", b"Harvest</h2><p>Pick tomatoes in the cool of the morning, when the "
+        b"fruit is firm, and leave them to finish ripening on a sunny windowsill.</p>"))
+    try:
+        changed = _run(instance, settings, url)
+    finally:
+        page_server.pages["/article.html"] = (status, ctype, body)
+    assert changed.success
+    assert catalog.count_versions(item_id) == 2
+    latest = catalog.get_item(item_id)
+    assert latest is not None and latest["current_version"] == 2
+    assert vectors.count_item(item_id=item_id, model=settings.embedding_model_name,
+                              dimension=384) == latest["versions"][0]["chunk_count"]
     catalog.close()
 
 

@@ -50,3 +50,33 @@ def test_different_urls_get_different_keys_and_same_url_same_key() -> None:
     a = canonicalize("https://example.com/a?utm_medium=x").partition_key
     assert a == canonicalize("https://EXAMPLE.com/a").partition_key
     assert a != canonicalize("https://example.com/b").partition_key
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("https://e.com/a%2Fb", "https://e.com/a%2Fb"),         # an escaped slash is not a slash
+    ("https://e.com/%7euser", "https://e.com/~user"),        # unreserved escapes are decoded
+    ("https://e.com/a%3f", "https://e.com/a%3F"),            # others are upper-cased
+    ("https://e.com/?q=%ff&a=%e9", "https://e.com/?a=%E9&q=%FF"),  # non-UTF-8 query survives
+    ("https://e.com/?q=a+b&q=c", "https://e.com/?q=a+b&q=c"),
+    ("https://e.com/?utm_source=x", "https://e.com/"),
+])
+def test_normalisation_never_changes_what_the_url_points_to(raw: str, expected: str) -> None:
+    assert canonicalize(raw).url == expected
+
+
+def test_lone_surrogates_and_urls_too_long_once_encoded_are_invalid() -> None:
+    with pytest.raises(InvalidURL, match="Unicode"):
+        canonicalize("http://a.com/\udcff")
+    with pytest.raises(InvalidURL, match="once encoded"):
+        canonicalize("https://example.com/" + "é" * 1500)
+
+
+@pytest.mark.parametrize("raw", ["http://2130706433/", "http://0x7f.0.0.1/", "http://0177.0.0.1/",
+                                 "http://127.1/", "http://0x7f000001/"])
+def test_numeric_spellings_of_an_ipv4_address_canonicalise_to_dotted_quad(raw: str) -> None:
+    assert canonicalize(raw).url == "http://127.0.0.1/"
+
+
+def test_an_ipv4_number_out_of_range_is_invalid() -> None:
+    with pytest.raises(InvalidURL):
+        canonicalize("http://99999999999/")

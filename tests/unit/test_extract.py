@@ -4,7 +4,7 @@ from librarian.errors import ContentError
 from librarian_assets.decoding import decode_body
 from librarian_assets.extract import extract_content
 from librarian_assets.fetch import FetchedResponse
-from tests.pages import ARTICLE, TEXT
+from tests.support.pages import ARTICLE, TEXT
 
 
 def _response(body: bytes, ctype: str, charset: str | None = None) -> FetchedResponse:

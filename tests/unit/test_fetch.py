@@ -82,8 +82,14 @@ def test_http_errors_map_to_stable_codes(status: int, code: str, transient: bool
 
 def test_progress_is_reported_from_content_length() -> None:
     seen: list[int] = []
-    handler = lambda r: httpx.Response(200, content=b"y" * 300_000,  # noqa: E731
-                                       headers={"content-type": "text/plain"})
+
+    def body():  # type: ignore[no-untyped-def]
+        for _ in range(10):
+            yield b"y" * 30_000
+
+    handler = lambda r: httpx.Response(200, content=body(),  # noqa: E731
+                                       headers={"content-type": "text/plain",
+                                                "content-length": "300000"})
     _fetcher(handler).fetch("http://127.0.0.1/", progress=lambda p, m: seen.append(p))
     assert seen == sorted(seen) and seen[-1] == 100 and len(seen) >= 3
 
@@ -96,7 +102,7 @@ def test_unresolvable_host_is_a_dns_error() -> None:
 
 @pytest.mark.parametrize("address", [
     "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-    "0.0.0.0", "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1",
+    "0.0.0.0", "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "fec0::1", "::ffff:127.0.0.1",
     "64:ff9b::a00:1", "2002:a00:1::", "::",
 ])
 def test_non_public_addresses_are_blocked(address: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +46,7 @@ class PageServer:
             "/slow": (200, "text/html; charset=utf-8", ARTICLE.encode()),
         }
         self.hits: dict[str, int] = {}
+        self.not_modified = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,7 +65,15 @@ class PageServer:
                 status, ctype, body = server.pages.get(path, server.pages["/missing"])
                 if path not in server.pages:
                     status = 404
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                if status == 200 and self.headers.get("If-None-Match") == etag:
+                    server.not_modified += 1
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
                 self.send_response(status)
+                self.send_header("ETag", etag)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
