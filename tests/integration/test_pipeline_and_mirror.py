@@ -174,3 +174,24 @@ def test_objects_land_in_an_s3_server_through_the_minio_sdk(
     store = MinioObjectStore(s3_endpoint, "minioadmin", "minioadmin", "pipeline-test")
     markdown = store.get(item["versions"][0]["object_keys"]["markdown"])
     assert b"sourdough starter" in markdown
+
+
+def test_a_transient_failure_is_retried_by_dagster_and_the_stream_says_so(
+        instance: Any, settings: Settings, page_server: PageServer,
+        mirror_store: MirrorJobStore, sync_redis: redis.Redis) -> None:
+    result = _run(instance, settings, page_server.url("/flaky"))
+    assert result.success
+    assert page_server.hits["/flaky"] == 3
+    EventMirror(instance, mirror_store, gap_wait=0.5).drain()
+    events = _events(sync_redis, mirror_store, result.run_id)
+    retries = [e for e in events if e.type == EventType.STAGE_PROGRESS
+               and (e.message or "").startswith("retrying")]
+    assert len(retries) == 2 and all(e.stage == "extract" for e in retries)
+    assert events[-1].type == EventType.JOB_COMPLETED
+
+
+def test_a_permanent_failure_is_not_retried(instance: Any, settings: Settings,
+                                            page_server: PageServer) -> None:
+    before = page_server.hits.get("/missing", 0)
+    assert not _run(instance, settings, page_server.url("/missing")).success
+    assert page_server.hits["/missing"] == before + 1

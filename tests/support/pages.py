@@ -44,6 +44,7 @@ class PageServer:
             "/binary.bin": (200, "application/octet-stream", bytes(range(256)) * 64),
             # Answers after ?seconds (default 2): a page to catch a run in the middle of extract.
             "/slow": (200, "text/html; charset=utf-8", ARTICLE.encode()),
+            "/flaky": (200, "text/plain; charset=utf-8", TEXT.encode()),
         }
         self.hits: dict[str, int] = {}
         self.not_modified = 0
@@ -55,6 +56,13 @@ class PageServer:
                 server.hits[path] = server.hits.get(path, 0) + 1
                 if path == "/slow":
                     time.sleep(float(self.path.partition("?")[2] or 2))
+                if path == "/flaky" and server.hits[path] <= 2:
+                    # Rate-limited twice, then the page: a transient failure to retry.
+                    self.send_response(429)
+                    self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if path.startswith("/redirect/"):
                     hops = int(path.rsplit("/", 1)[1])
                     self.send_response(302)

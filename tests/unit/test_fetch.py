@@ -112,3 +112,39 @@ def test_non_public_addresses_are_blocked(address: str) -> None:
 @pytest.mark.parametrize("address", ["93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8"])
 def test_public_addresses_pass(address: str) -> None:
     assert not is_blocked_address(ipaddress.ip_address(address))
+
+
+def test_robots_txt_is_honoured_when_asked() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/robots.txt":
+            return httpx.Response(200, text="User-agent: *\nDisallow: /private/\n")
+        return httpx.Response(200, text="ok", headers={"content-type": "text/plain"})
+
+    polite = _fetcher(handler, respect_robots=True)
+    assert polite.fetch("http://127.0.0.1/public/page").body == b"ok"
+    with pytest.raises(FetchError) as info:
+        polite.fetch("http://127.0.0.1/private/page")
+    assert info.value.code == "blocked_by_robots"
+    assert _fetcher(handler).fetch("http://127.0.0.1/private/page").body == b"ok"
+
+
+def test_validators_make_a_conditional_request_and_304_is_not_modified() -> None:
+    seen: dict[str, str] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.update(request.headers)
+        return httpx.Response(304, headers={"etag": '"v1"'})
+
+    response = _fetcher(handler).fetch("http://127.0.0.1/", etag='"v1"',
+                                       last_modified="Tue, 01 Jan 2030 00:00:00 GMT")
+    assert response.not_modified and response.body == b""
+    assert seen["if-none-match"] == '"v1"'
+    assert seen["if-modified-since"] == "Tue, 01 Jan 2030 00:00:00 GMT"
+
+
+def test_a_challenge_page_behind_403_is_blocked_by_site() -> None:
+    page = b"<html><head><title>Just a moment...</title></head><body></body></html>"
+    handler = lambda r: httpx.Response(403, content=page)  # noqa: E731
+    with pytest.raises(FetchError) as info:
+        _fetcher(handler).fetch("http://127.0.0.1/")
+    assert info.value.code == "blocked_by_site"
