@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test chromium bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/librarian run
 
-test: $(STAMP)
+# The browser test drives the system's Chromium (Debian package; no browser download).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) chromium
 	$(VENV)/bin/ruff check librarian librarian_api librarian_assets tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest

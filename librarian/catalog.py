@@ -43,6 +43,42 @@ def migrate(database_url: str) -> None:
 
 
 @dataclass(frozen=True)
+class LibraryFilters:
+    """Filters shared by the library listing and search: all given ones must match."""
+
+    tier: tuple[str, ...] = ()
+    language: tuple[str, ...] = ()
+    domain: tuple[str, ...] = ()
+    page_type: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    query: str | None = None
+
+    def sql(self, params: dict[str, Any]) -> list[str]:
+        clauses = []
+        for column in ("tier", "language", "domain", "page_type"):
+            values = getattr(self, column)
+            if values:
+                clauses.append(f"{column} = ANY(:f_{column})")
+                params[f"f_{column}"] = list(values)
+        if self.since:
+            clauses.append("updated_at >= :f_since")
+            params["f_since"] = self.since
+        if self.until:
+            clauses.append("updated_at < :f_until")
+            params["f_until"] = self.until
+        if self.query:
+            clauses.append("search_tsv @@ websearch_to_tsquery('simple', :f_query)")
+            params["f_query"] = self.query
+        return clauses
+
+    def payload(self) -> dict[str, list[str]]:
+        """The same filters as exact matches on vector payloads (no dates, no text)."""
+        return {k: list(getattr(self, k)) for k in ("tier", "language", "domain", "page_type")
+                if getattr(self, k)}
+
+
+@dataclass(frozen=True)
 class NewVersion:
     canonical_url: str
     url: str
@@ -67,6 +103,7 @@ class NewVersion:
     chunk_count: int
     embedding_model: str
     run_id: str | None
+    page_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,13 +166,15 @@ class Catalog:
                         published = :published, language = :language, summary = :summary,
                         keywords = CAST(:keywords AS jsonb), tier = :tier,
                         quality_score = :quality_score, word_count = :word_count,
-                        current_version = :version, updated_at = now()
+                        page_type = :page_type, current_version = :version,
+                        last_checked_at = now(),
+                        updated_at = CASE WHEN :changed THEN now() ELSE updated_at END
                     WHERE id = :id"""),
                     {"id": item_id, "url": v.url, "title": v.title, "author": v.author,
                      "published": v.published, "language": v.language, "summary": v.summary,
                      "keywords": json.dumps(v.keywords), "tier": v.tier,
                      "quality_score": v.quality_score, "word_count": v.word_count,
-                     "version": version})
+                     "version": version, "page_type": v.page_type, "changed": changed})
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"catalog write failed: {exc}", url=v.url) from exc
         return RecordedVersion(item_id=item_id, version=version, changed=changed)
@@ -168,19 +207,21 @@ class Catalog:
     def get_item_by_url(self, canonical_url: str) -> dict[str, Any] | None:
         return self.get_item(item_id_for(canonical_url))
 
-    def list_items(self, limit: int = 20, cursor: str | None = None
+    def list_items(self, limit: int = 20, cursor: str | None = None,
+                   filters: LibraryFilters | None = None
                    ) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first; ``cursor`` is the opaque ``next_cursor`` of the previous page."""
         params: dict[str, Any] = {"limit": limit + 1}
-        where = ""
+        clauses = (filters or LibraryFilters()).sql(params)
         if cursor:
             updated_at, item_id = decode_cursor(cursor)
-            where = "WHERE (updated_at, id) < (:c_updated, :c_id)"
+            clauses.append("(updated_at, id) < (:c_updated, :c_id)")
             params.update(c_updated=updated_at, c_id=item_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.text(
                 "SELECT id, url, canonical_url, domain, title, language, summary, keywords, tier,"
-                " quality_score, word_count, current_version, created_at, updated_at"
+                " quality_score, word_count, page_type, current_version, created_at, updated_at"
                 f" FROM items {where} ORDER BY updated_at DESC, id DESC LIMIT :limit"),
                 params).mappings().all()
         items = [dict(r) for r in rows[:limit]]
@@ -189,6 +230,15 @@ class Catalog:
             last = items[-1]
             next_cursor = encode_cursor(last["updated_at"], str(last["id"]))
         return [_jsonable(i) for i in items], next_cursor
+
+    def delete_item(self, item_id: str) -> dict[str, Any] | None:
+        """Remove the item and its versions; returns what was removed (for files and vectors)."""
+        item = self.get_item(item_id)
+        if item is None:
+            return None
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM items WHERE id = :id"), {"id": item_id})
+        return item
 
     def count_versions(self, item_id: str) -> int:
         with self.engine.connect() as conn:

@@ -107,5 +107,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="replay the whole event log (rebuilds lost Redis records)")
     mirror.set_defaults(func=cmd_mirror)
     sub.add_parser("migrate", help="apply catalog migrations").set_defaults(func=cmd_migrate)
+    from librarian.client_cli import add_commands, run_api_command
+
+    add_commands(sub)
     args = parser.parse_args(argv)
-    sys.exit(args.func(args))
+    sys.exit(run_api_command(args) if hasattr(args, "api_func") else args.func(args))

@@ -187,6 +187,14 @@ class ApiJobStore:
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
             "end return 0", 1, key, token)
 
+    async def job_ids(self, limit: int, before: float | None = None
+                      ) -> list[tuple[str, float]]:
+        """Job ids newest first (by creation time), older than ``before`` if given."""
+        high = f"({before}" if before is not None else "+inf"
+        rows: Any = await self.r.zrevrangebyscore(self.keys.jobs, high, "-inf", start=0,
+                                                  num=limit, withscores=True)
+        return [(_s(job_id), float(score)) for job_id, score in rows]
+
     async def events_after(self, job_id: str, after: str, count: int = 500
                            ) -> list[tuple[str, JobEvent]]:
         entries: Any = await self.r.xrange(self.keys.events(job_id), min=f"({after}" if after != "0"

@@ -14,16 +14,32 @@ from pathlib import Path
 from typing import Protocol
 
 from librarian.errors import StorageError
+from librarian.settings import Settings
+
+
+def item_prefix(item_id: str) -> str:
+    return f"items/{item_id}/"
 
 
 def version_prefix(item_id: str, content_hash: str) -> str:
-    return f"items/{item_id}/{content_hash[:16]}/"
+    return f"{item_prefix(item_id)}{content_hash[:16]}/"
+
+
+def object_store_for(settings: Settings) -> ObjectStore:
+    """The object store the settings describe: an S3 API server, or local disk."""
+    if settings.s3_endpoint:
+        return MinioObjectStore(settings.s3_endpoint, settings.s3_access_key,
+                                settings.s3_secret_key.get_secret_value(), settings.s3_bucket,
+                                settings.s3_secure)
+    return LocalObjectStore(settings.objects_path)
 
 
 class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def presigned_url(self, key: str, seconds: int = 3600) -> str | None: ...
     def ping(self) -> None: ...
 
 
@@ -57,6 +73,19 @@ class LocalObjectStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete_prefix(self, prefix: str) -> int:
+        import shutil
+
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.exists():
+            return 0
+        count = sum(1 for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder)
+        return count
+
+    def presigned_url(self, key: str, seconds: int = 3600) -> str | None:
+        return None  # local files are served by the API itself
 
     def ping(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -114,6 +143,29 @@ class MinioObjectStore:
             if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
                 return False
             raise StorageError(f"cannot stat {key}: {exc}") from exc
+
+    def delete_prefix(self, prefix: str) -> int:
+        from minio.deleteobjects import DeleteObject
+
+        try:
+            names = [o.object_name for o in self._client.list_objects(
+                self.bucket, prefix=prefix, recursive=True) if o.object_name]
+            errors = list(self._client.remove_objects(
+                self.bucket, (DeleteObject(n) for n in names)))
+        except Exception as exc:
+            raise StorageError(f"cannot delete {prefix}* from {self.bucket}: {exc}") from exc
+        if errors:
+            raise StorageError(f"cannot delete {len(errors)} objects under {prefix}")
+        return len(names)
+
+    def presigned_url(self, key: str, seconds: int = 3600) -> str | None:
+        from datetime import timedelta
+
+        try:
+            return str(self._client.presigned_get_object(self.bucket, key,
+                                                         expires=timedelta(seconds=seconds)))
+        except Exception as exc:
+            raise StorageError(f"cannot sign a link to {key}: {exc}") from exc
 
     def ping(self) -> None:
         try:

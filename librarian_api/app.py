@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from librarian.catalog import Catalog
 from librarian.errors import LibrarianError
-from librarian.job_store import ApiJobStore
+from librarian.job_store import ApiJobStore, JobKeys
+from librarian.object_store import object_store_for
 from librarian.settings import Settings
-from librarian_api import health, ingest, library, stream
+from librarian.vector_store import VectorStore
+from librarian_api import health, ingest, library, openapi, search, stream
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.errors import (
     ApiError,
@@ -25,6 +30,7 @@ from librarian_api.errors import (
     librarian_error_handler,
     redis_error_handler,
 )
+from librarian_api.fanout import EventHub
 from librarian_api.state import AppState
 
 
@@ -33,26 +39,52 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Streams block in XREAD for a few seconds: the socket timeout must be longer than that.
-        client = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30,
-                                         socket_timeout=30, socket_connect_timeout=5)
+        # A bounded pool: streams borrow a connection only for a short read, so thousands of
+        # open streams share a few dozen connections (and wait briefly if all are busy).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=64, timeout=10, health_check_interval=30,
+            socket_connect_timeout=5)
+        client = aioredis.Redis(connection_pool=pool)
+        hub = EventHub(client, JobKeys(settings.redis_prefix).channel)
+        await hub.start()
         catalog = Catalog(settings.database_url)
-        app.state.librarian = AppState(settings=settings,
-                                       jobs=ApiJobStore(client, settings.redis_prefix),
-                                       catalog=catalog, dagster=DagsterSubmitter(settings))
+        app.state.librarian = AppState(
+            settings=settings, jobs=ApiJobStore(client, settings.redis_prefix),
+            catalog=catalog, dagster=DagsterSubmitter(settings),
+            objects=object_store_for(settings), hub=hub,
+            vectors=VectorStore(url=settings.qdrant_url,
+                                path=None if settings.qdrant_url else settings.qdrant_path,
+                                api_key=settings.qdrant_api_key.get_secret_value()
+                                if settings.qdrant_api_key else None))
         try:
             yield
         finally:
+            await hub.stop()
             await client.aclose()
+            await pool.aclose()
             catalog.close()
 
+    static = Path(__file__).parent / "static"
     routes = [
+        Route("/", lambda _request: FileResponse(static / "index.html"), methods=["GET"]),
+        Mount("/static", StaticFiles(directory=static), name="static"),
         Route("/api/v1/ingest", ingest.submit, methods=["POST"]),
+        Route("/api/v1/ingest/batch", ingest.submit_batch, methods=["POST"]),
+        Route("/api/v1/ingest/{job_id}/cancel", ingest.cancel, methods=["POST"]),
+        Route("/api/v1/ingest/{job_id}/retry", ingest.retry, methods=["POST"]),
+        Route("/api/v1/jobs", ingest.list_jobs, methods=["GET"]),
         Route("/api/v1/ingest/{job_id}", ingest.status, methods=["GET"], name="job_status"),
         Route("/api/v1/stream/{job_id}", stream.stream, methods=["GET"], name="job_stream"),
         Route("/api/v1/library", library.list_items, methods=["GET"]),
-        Route("/api/v1/library/{item_id}", library.get_item, methods=["GET"]),
+        Route("/api/v1/library/{item_id}", library.get_item, methods=["GET"],
+              name="library_item"),
+        Route("/api/v1/library/{item_id}", library.delete_item, methods=["DELETE"]),
+        Route("/api/v1/library/{item_id}/refresh", library.refresh_item, methods=["POST"]),
+        Route("/api/v1/library/{item_id}/files/{version:int}/{kind}", library.get_file,
+              methods=["GET"], name="library_file"),
+        Route("/api/v1/search", search.search, methods=["GET"]),
         Route("/api/v1/health", health.health, methods=["GET"]),
+        Route("/api/v1/openapi.json", openapi.openapi, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,

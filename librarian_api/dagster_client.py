@@ -30,6 +30,21 @@ mutation AddPartition($selector: RepositorySelector!, $name: String!, $key: Stri
 """
 
 
+REEXECUTE = """
+mutation Reexecute($parent: String!) {
+  launchRunReexecution(reexecutionParams: {parentRunId: $parent, strategy: FROM_FAILURE}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConflict { message }
+    ... on UnauthorizedError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { invalidOutputName }
+  }
+}
+"""
+
+
 class OrchestratorUnavailable(Exception):
     """Dagster could not be reached or refused the submission."""
 
@@ -97,6 +112,21 @@ class DagsterSubmitter:
         except Exception as exc:  # requests/gql transport errors
             raise OrchestratorUnavailable(f"Dagster unreachable: {exc}") from exc
         return run_id
+
+    def terminate(self, run_id: str) -> None:
+        from dagster_graphql import DagsterGraphQLClientError
+
+        try:
+            self._client().terminate_run(run_id)
+        except DagsterGraphQLClientError as exc:
+            raise OrchestratorUnavailable(f"Dagster could not cancel the run: {exc}") from exc
+
+    def reexecute(self, run_id: str) -> str:
+        """Re-execute a finished run from its failed op; return the new run's id."""
+        data = self._raw(REEXECUTE, {"parent": run_id})["launchRunReexecution"]
+        if data["__typename"] != "LaunchRunSuccess":
+            raise OrchestratorUnavailable(f"Dagster refused the retry: {data}")
+        return str(data["run"]["runId"])
 
     def run_status(self, run_id: str) -> str | None:
         """The Dagster run status name, or None when Dagster has no such run."""

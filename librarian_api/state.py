@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from librarian.catalog import Catalog
+from librarian.embedder import Embedder
 from librarian.job_store import ApiJobStore
+from librarian.object_store import ObjectStore
 from librarian.settings import Settings
+from librarian.vector_store import VectorStore
 from librarian_api.dagster_client import DagsterSubmitter
+from librarian_api.fanout import EventHub
 
 
 @dataclass
@@ -18,6 +22,19 @@ class AppState:
     jobs: ApiJobStore
     catalog: Catalog
     dagster: DagsterSubmitter
+    objects: ObjectStore
+    vectors: VectorStore
+    hub: EventHub
+    _embedder: Embedder | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        # Loaded on the first search, not at start-up: most API processes never need it.
+        if self._embedder is None:
+            s = self.settings
+            self._embedder = Embedder(s.embedding_model_path, s.embedding_tokenizer_path,
+                                      name=s.embedding_model_name)
+        return self._embedder
 
 
 def app_state(request: Request) -> AppState:

@@ -7,11 +7,14 @@ resumes exactly where it left off. Idle streams get a ``heartbeat`` event.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
 from collections.abc import AsyncIterator
 
+import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +25,8 @@ from librarian_api.ingest import find_job
 from librarian_api.state import AppState, app_state
 
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
-BLOCK_MS = 5000
+# Streams are woken by the event hub; this is only the safety net for a missed publish.
+POLL_SECONDS = 5.0
 
 
 async def stream(request: Request) -> Response:
@@ -44,8 +48,10 @@ async def stream(request: Request) -> Response:
         if not in_redis:
             # Redis lost the job; Dagster knows how it ended: say that, once.
             return EventSourceResponse(_from_dagster(record))
+    shutdown = anyio.Event()
     return EventSourceResponse(
-        _events(state, request, job_id, after),
+        _events(state, job_id, after, shutdown),
+        shutdown_event=shutdown, shutdown_grace_period=2.0,
         ping=state.settings.sse_heartbeat_seconds,
         ping_message_factory=lambda: ServerSentEvent(
             event="heartbeat", data=json.dumps({"job_id": job_id, "ts": time.time()})),
@@ -62,10 +68,27 @@ async def _from_dagster(record: JobRecord) -> AsyncIterator[ServerSentEvent]:
     yield ServerSentEvent(id="0-1", event=kind.value, data=event.to_json())
 
 
-async def _events(state: AppState, request: Request, job_id: str, after: str
+async def _events(state: AppState, job_id: str, after: str, shutdown: anyio.Event
                   ) -> AsyncIterator[ServerSentEvent]:
+    with state.hub.waiter(job_id) as wake:
+        async def relay_shutdown() -> None:
+            await shutdown.wait()
+            wake.set()
+
+        relay = asyncio.create_task(relay_shutdown())
+        try:
+            async for event in _follow(state, job_id, after, wake, shutdown):
+                yield event
+        finally:
+            relay.cancel()
+
+
+async def _follow(state: AppState, job_id: str, after: str, wake: asyncio.Event,
+                  shutdown: anyio.Event) -> AsyncIterator[ServerSentEvent]:
     while True:
-        entries = await state.jobs.wait_events(job_id, after, block_ms=BLOCK_MS)
+        # Clear before reading: a publish that lands after the read still wakes us.
+        wake.clear()
+        entries = await state.jobs.events_after(job_id, after)
         for entry_id, event in entries:
             after = entry_id
             yield ServerSentEvent(id=entry_id, event=event.type.value, data=event.to_json())
@@ -73,10 +96,16 @@ async def _events(state: AppState, request: Request, job_id: str, after: str
                 return
         if entries:
             continue
-        if await request.is_disconnected():
-            return
         record = await state.jobs.record(job_id)
-        if record is None or (record.status.is_terminal and not
-                              await state.jobs.events_after(job_id, after, count=1)):
+        if record is None or record.status.is_terminal:
             # Finished (or expired) with nothing left to send: end the stream.
+            if not await state.jobs.events_after(job_id, after, count=1):
+                return
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+        if shutdown.is_set():
+            yield ServerSentEvent(event="server_shutdown", data=json.dumps(
+                {"job_id": job_id, "last_event_id": after,
+                 "message": "the server is restarting; reconnect with Last-Event-ID"}))
             return

@@ -44,6 +44,7 @@ class ExtractedDocument(BaseModel):
     # The catalog's current version of this URL, if any, for refreshes.
     previous_hash: str | None = None
     previous_model: str | None = None
+    page_type: str | None = None  # article, documentation, forum, product, listing, ...
     page_count: int | None = None  # PDF
     truncated: bool = False  # PDF longer than the page cap
 

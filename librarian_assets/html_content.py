@@ -1,13 +1,46 @@
-"""Main content of an HTML page: Markdown for the library, plain text, and metadata."""
+"""Main content of an HTML page: Markdown for the library, plain text, and metadata.
+
+How the main content is chosen
+------------------------------
+No single extractor is best on every kind of page: trafilatura is precise on articles and
+documentation but drops the link-heavy cards of listings and the scattered sections of
+landing pages; chrome-stripping (resiliparse) keeps those but also keeps more noise. So the
+page goes through several extractors that fail in different ways (see `html_candidates`),
+and the one that agrees best with the others wins: for each candidate, the mean overlap
+of its word 4-grams with every other candidate's (the Dice coefficient of the two
+multisets). A candidate that went astray (a sidebar, a cookie banner, a single card)
+shares little with the rest; one that found the content shares most of it. Pages that
+sell a single product (by their own markup) keep trafilatura's result, which is the
+precise one there: the others add the reviews, recommendations and carousels.
+
+`markdown` is the winner's Markdown and `text` is derived from that same Markdown, so the
+two always describe the same extraction.
+"""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from copy import deepcopy
 
-import trafilatura
+from lxml.html import HtmlElement
 from pydantic import BaseModel
+from trafilatura.utils import load_html
 
 from librarian_assets.decoding import decode_body
+from librarian_assets.html_candidates import (
+    Candidate,
+    drop_never_content,
+    markdown_to_text,
+    readability_candidate,
+    repeated_items_candidate,
+    resiliparse_candidate,
+    trafilatura_candidate,
+)
+from librarian_assets.html_metadata import choose_title, page_metadata
+from librarian_assets.html_pagetype import is_single_product, schema_types
+
+__all__ = ["ExtractedHtml", "extract_html", "markdown_to_text"]
 
 
 class ExtractedHtml(BaseModel):
@@ -21,30 +54,85 @@ class ExtractedHtml(BaseModel):
     language: str | None = None
     image: str | None = None
     html_text_ratio: float
+    extractor: str | None = None  # which candidate won (trafilatura, resiliparse, ...)
 
 
-_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_EMPHASIS = re.compile(r"(\*\*|__|\*|`)")
+_WORD = re.compile(r"\w+")
+_SHINGLE = 4
+AGREE = 0.8  # Dice overlap of trafilatura and resiliparse above which there is no vote
 
 
-def markdown_to_text(markdown: str) -> str:
-    """The words of the Markdown without its syntax (link targets, emphasis markers)."""
-    return _EMPHASIS.sub("", _LINK.sub(r"\1", markdown))
+def _shingles(candidate: Candidate) -> Counter[tuple[str, ...]]:
+    if candidate.grams is None:
+        words = _WORD.findall(candidate.text)
+        candidate.grams = Counter(zip(*(words[i:] for i in range(_SHINGLE)), strict=False))
+    return candidate.grams
+
+
+def _agreement(candidates: list[Candidate]) -> list[float]:
+    """Per candidate: mean Dice overlap of its 4-gram multiset with each other candidate's."""
+    grams = [_shingles(c) for c in candidates]
+    sizes = [g.total() for g in grams]
+    scores = [0.0] * len(candidates)
+    for i in range(len(candidates)):
+        for j in range(i + 1, len(candidates)):
+            if sizes[i] and sizes[j]:
+                small, large = sorted((grams[i], grams[j]), key=len)
+                shared = sum(min(n, large[g]) for g, n in small.items() if g in large)
+                dice = 2 * shared / (sizes[i] + sizes[j])
+                scores[i] += dice
+                scores[j] += dice
+    others = max(1, len(candidates) - 1)
+    return [s / others for s in scores]
+
+
+def _dice(a: Candidate, b: Candidate) -> float:
+    return _agreement([a, b])[0]
+
+
+def choose(candidates: list[Candidate]) -> Candidate:
+    """The candidate that agrees best with the others (ties: the earlier one)."""
+    if len(candidates) < 3:  # two cannot outvote each other: keep the first (trafilatura)
+        return candidates[0]
+    scores = _agreement(candidates)
+    return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
+
+
+def _main_content(html: str, tree: HtmlElement, lean: HtmlElement, url: str | None
+                  ) -> Candidate | None:
+    first = trafilatura_candidate(lean, url)  # last reader of `lean`: it may change it
+    if first is not None and is_single_product(tree, schema_types(tree)):
+        return first
+    second = resiliparse_candidate(html)
+    if first is not None and second is not None and _dice(first, second) >= AGREE:
+        return first  # the two most different extractors agree: no vote needed
+    found = [first, second, repeated_items_candidate(tree), readability_candidate(tree)]
+    candidates = [c for c in found if c is not None]
+    return choose(candidates) if candidates else None
 
 
 def extract_html(body: bytes, *, url: str | None, declared_charset: str | None
                  ) -> ExtractedHtml | None:
     """Main content of an HTML page as Markdown and plain text, with its metadata."""
     html = decode_body(body, declared_charset)
-    found = trafilatura.extract_with_metadata(
-        html, url=url, output_format="markdown", include_links=True,
-        include_tables=True, include_formatting=True, include_comments=False,
-    )
-    if found is None or not (found.text or "").strip():
+    tree = load_html(html)
+    if tree is None:
         return None
-    markdown = (found.text or "").strip()
+    # metadata and trafilatura read a copy without styles, scripts and graphics (faster
+    # XPath scans); the other extractors get the page as it is (they were tuned on that)
+    lean = drop_never_content(deepcopy(tree))
+    meta = page_metadata(lean, url)
+    winner = _main_content(html, tree, lean, url)
+    markdown = winner.markdown() if winner is not None else ""
+    extractor = winner.name if winner is not None else None
+    if not markdown_to_text(markdown).strip() and meta.description:
+        # nothing in the body (a page rendered by script): its own summary is the content
+        markdown, extractor = meta.description.strip(), "description"
     text = markdown_to_text(markdown)
+    if not text.strip():
+        return None
     return ExtractedHtml(
-        markdown=markdown, text=text, title=found.title, author=found.author, date=found.date,
-        sitename=found.sitename, description=found.description, language=found.language,
-        image=found.image, html_text_ratio=round(len(text) / max(1, len(html)), 4))
+        markdown=markdown, text=text, title=choose_title(tree, meta.title), author=meta.author,
+        date=meta.date, sitename=meta.sitename, description=meta.description,
+        language=meta.language, image=meta.image,
+        html_text_ratio=round(len(text) / max(1, len(html)), 4), extractor=extractor)

@@ -148,6 +148,7 @@ def load(context: OpExecutionContext, doc: EnrichedDocument, catalog: CatalogRes
             "sitename": source.sitename, "description": source.description,
             "image": source.image, "language": doc.language, "word_count": doc.word_count,
             "reading_minutes": doc.reading_minutes, "summary": doc.summary,
+            "page_type": source.page_type,
             "keywords": doc.keywords, "quality_score": doc.quality_score, "tier": doc.tier,
             "quality_parts": doc.quality_parts, "content_hash": doc.content_hash,
             "content_type": source.content_type, "chunks": len(doc.chunks),
@@ -166,10 +167,12 @@ def load(context: OpExecutionContext, doc: EnrichedDocument, catalog: CatalogRes
             points = vector_store.upsert_version(
                 item_id=item_id, content_hash=doc.content_hash, model=doc.embedding_model,
                 dimension=doc.embedding_dimension,
-                chunks=[ChunkPoint(c.index, c.text, c.heading_path, c.vector)
-                        for c in doc.chunks],
+                chunks=[ChunkPoint(c.index, c.text, c.heading_path, c.vector,
+                                   sparse_indices=c.sparse_indices,
+                                   sparse_values=c.sparse_values) for c in doc.chunks],
                 payload={"url": doc.canonical_url, "title": doc.title, "tier": doc.tier,
-                         "language": doc.language, "domain": doc.domain},
+                         "language": doc.language, "domain": doc.domain,
+                         "page_type": source.page_type},
             )
             report(70, f"{points} vectors stored")
         recorded = catalog.catalog().record_version(NewVersion(
@@ -182,7 +185,7 @@ def load(context: OpExecutionContext, doc: EnrichedDocument, catalog: CatalogRes
             content_type=source.content_type, etag=source.etag,
             last_modified=source.last_modified, object_keys=keys,
             chunk_count=len(doc.chunks), embedding_model=doc.embedding_model,
-            run_id=context.run_id,
+            run_id=context.run_id, page_type=source.page_type,
         ))
         # Only now that the catalog points to this version may older vectors go: a failure
         # before this line leaves the last good version searchable.

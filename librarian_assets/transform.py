@@ -9,7 +9,8 @@ from pydantic import BaseModel
 
 from librarian.embedder import Embedder
 from librarian.errors import EnrichmentError
-from librarian_assets.chunking import chunk_markdown
+from librarian.sparse import document_vector
+from librarian_assets.chunking import Chunk, chunk_markdown
 from librarian_assets.extract import ExtractedDocument
 from librarian_assets.quality import assess
 from librarian_assets.summarize import keywords, summarize
@@ -22,6 +23,8 @@ class EnrichedChunk(BaseModel):
     text: str
     heading_path: list[str]
     vector: list[float]
+    sparse_indices: list[int] = []
+    sparse_values: list[float] = []
 
 
 class EnrichedDocument(BaseModel):
@@ -90,9 +93,15 @@ def enrich(doc: ExtractedDocument, *, canonical_url: str, partition_key: str, do
         keywords=tags, quality_score=quality.score, tier=quality.tier,
         quality_parts=quality.parts, embedding_model=embedder.name,
         embedding_dimension=len(vectors[0]) if vectors else 0,
-        chunks=[EnrichedChunk(index=c.index, text=c.text, heading_path=list(c.heading_path),
-                              vector=vectors[c.index] if vectors else []) for c in chunks],
+        chunks=[_chunk(c, vectors[c.index] if vectors else []) for c in chunks],
     )
+
+
+def _chunk(chunk: Chunk, vector: list[float]) -> EnrichedChunk:
+    # The heading path is part of what a chunk is about, for BM25 as for the embedding.
+    indices, values = document_vector(" ".join([*chunk.heading_path, chunk.text]))
+    return EnrichedChunk(index=chunk.index, text=chunk.text, heading_path=list(chunk.heading_path),
+                         vector=vector, sparse_indices=indices, sparse_values=values)
 
 
 def _first_heading(markdown: str) -> str | None:

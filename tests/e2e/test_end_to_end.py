@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,12 @@ from librarian.catalog import item_id_for
 from librarian.embedded import free_port
 from librarian.object_store import LocalObjectStore
 from librarian.settings import Settings
-from librarian.stack import Stack, StackPorts
+from librarian.stack import Stack
 from librarian.vector_store import VectorStore
-from tests.conftest import settings_env
 from tests.support.pages import PageServer
 
 pytestmark = pytest.mark.e2e
 TERMINAL = {"job_completed", "error", "job_cancelled"}
-
-
-@pytest.fixture(scope="module")
-def stack(settings: Settings, session_dir: Path, databases: dict[str, str]) -> Iterator[Stack]:
-    data_dir = session_dir / "stack"
-    env = settings_env(settings)
-    env["LIBRARIAN_DATABASE_URL"] = databases["e2e_catalog"]
-    env["LIBRARIAN_WATCHLIST_PATH"] = str(data_dir / "watchlist.txt")
-    s = Stack(data_dir, env=env, ports=StackPorts(api=free_port(), dagster=free_port(),
-                                                  code_server=free_port()))
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack) -> str:
-    return f"http://127.0.0.1:{stack.ports.api}"
 
 
 def read_stream(url: str, timeout: float = 90) -> list[dict[str, Any]]:
@@ -231,3 +211,73 @@ def test_unknown_run_id_is_404_and_a_job_redis_lost_is_answered_from_dagster(
     assert record["status"] == "completed"
     events = read_stream(job["stream_url"])
     assert [e["event"] for e in events] == ["job_completed"]
+
+
+def test_cancelling_a_running_job_ends_its_stream_with_job_cancelled(
+        api: str, page_server: PageServer, instance: Any) -> None:
+    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/slow") + "?4"},
+                     timeout=30).json()
+    _worker_pid(instance, job["job_id"])  # the run is executing extract
+    response = httpx.post(f"{api}/api/v1/ingest/{job['job_id']}/cancel", timeout=30)
+    assert response.status_code == 202, response.text
+    events = read_stream(job["stream_url"])
+    assert events[-1]["event"] == "job_cancelled"
+    assert httpx.get(job["status_url"]).json()["status"] == "cancelled"
+    again = httpx.post(f"{api}/api/v1/ingest/{job['job_id']}/cancel", timeout=30)
+    assert again.status_code == 409
+
+
+def test_a_failed_job_retried_continues_its_stream_to_completion(
+        api: str, page_server: PageServer) -> None:
+    path = "/appears-later"
+    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url(path)},
+                     timeout=30).json()
+    first = read_stream(job["stream_url"])
+    assert first[-1]["event"] == "error" and first[-1]["error"]["code"] == "not_found"
+    failed = httpx.get(f"{api}/api/v1/jobs", params={"status": "failed", "limit": 100}).json()
+    assert job["job_id"] in [j["job_id"] for j in failed["jobs"]]
+
+    page_server.pages[path] = page_server.pages["/notes.txt"]
+    response = httpx.post(f"{api}/api/v1/ingest/{job['job_id']}/retry", timeout=30)
+    assert response.status_code == 202, response.text
+    assert response.json()["job_id"] == job["job_id"]
+    rest = read_stream(job["stream_url"] + f"?last_event_id={first[-1]['id']}")
+    assert rest[0]["event"] == "job_started" and rest[-1]["event"] == "job_completed"
+    assert httpx.get(job["status_url"]).json()["status"] == "completed"
+
+
+def test_a_batch_submission_answers_per_url(api: str, page_server: PageServer) -> None:
+    urls = [page_server.url("/notes.txt") + "?batch=1", "ftp://nope.example/"]
+    response = httpx.post(f"{api}/api/v1/ingest/batch", json={"urls": urls}, timeout=60)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 1
+    ok, bad = body["results"]
+    assert ok["status_code"] == 202 and ok["job_id"]
+    assert bad["status_code"] == 422 and bad["error"]["code"] == "invalid_url"
+    assert read_stream(ok["stream_url"])[-1]["event"] == "job_completed"
+
+
+def _cli(api: str, *args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "librarian", *args, "--api", api],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_follows_jobs_and_exits_non_zero_when_one_fails(
+        api: str, page_server: PageServer) -> None:
+    good = page_server.url("/notes.txt") + "?cli=1"
+    bad = page_server.url("/missing") + "?cli=1"
+    done = _cli(api, "ingest", good, bad, "--follow")
+    assert done.returncode == 1, done.stderr
+    assert f"✓ {canonicalize(good).url}" in done.stdout
+    assert "not_found" in done.stdout
+
+    jobs = json.loads(_cli(api, "jobs", "--failed", "--json", "--limit", "100").stdout)
+    failed = [j for j in jobs["jobs"] if j["url"] == canonicalize(bad).url]
+    assert failed and failed[0]["error"]["code"] == "not_found"
+    status = _cli(api, "status", failed[0]["job_id"])
+    assert status.returncode == 1 and "not_found in extract" in status.stdout
+    assert _cli(api, "ingest", "ftp://x/").returncode == 1

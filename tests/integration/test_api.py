@@ -209,3 +209,62 @@ def test_library_lists_catalog_items_newest_first_with_cursor(api: str, settings
     assert httpx.get(f"{api}/api/v1/library", params={"limit": 0}).status_code == 422
     assert httpx.get(f"{api}/api/v1/library", params={"cursor": "x"}).status_code == 422
     assert httpx.get(f"{api}/api/v1/library/{uuid.uuid4()}").status_code == 404
+
+
+def test_openapi_document_lists_exactly_the_real_routes(api: str) -> None:
+    from librarian_api.openapi import OPERATIONS, api_routes
+
+    app = create_app(Settings())
+    real = set(api_routes(app.routes))
+    assert real == set(OPERATIONS), real ^ set(OPERATIONS)
+    document = httpx.get(f"{api}/api/v1/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    listed = {(path, method) for path, methods in document["paths"].items() for method in methods}
+    assert listed == real
+
+
+def test_the_web_page_and_its_script_are_served(api: str) -> None:
+    page = httpx.get(f"{api}/")
+    assert page.status_code == 200 and "EventSource" not in page.text
+    assert '<script src="/static/app.js">' in page.text
+    script = httpx.get(f"{api}/static/app.js")
+    assert script.status_code == 200 and "new EventSource" in script.text
+
+
+def test_a_server_shutting_down_ends_open_streams_with_where_to_resume(
+        settings: Settings, store: MirrorJobStore) -> None:
+    """SIGTERM to a real uvicorn process, as a deployment restart sends it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import settings_env
+
+    port = free_port()
+    env = {**os.environ, **settings_env(settings), "LIBRARIAN_DAGSTER_PORT": str(free_port())}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "librarian_api.app:create_app",
+                             "--factory", "--port", str(port), "--log-level", "warning"],
+                            env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/static/app.js", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "API did not start"
+                time.sleep(0.1)
+        job = str(uuid.uuid4())
+        _write(store, job, 30, EventType.JOB_STARTED, status=JobStatus.RUNNING)
+        threading.Timer(1.0, lambda: proc.send_signal(signal.SIGTERM)).start()
+        started = time.monotonic()
+        body = httpx.get(f"http://127.0.0.1:{port}/api/v1/stream/{job}", timeout=15).text
+        assert time.monotonic() - started < 8
+        events = _sse(body)
+        assert [e.get("event") for e in events] == ["job_started", "server_shutdown"]
+        assert json.loads(events[-1]["data"])["last_event_id"] == "30-0"
+        # uvicorn shuts down gracefully, then re-raises the signal it caught.
+        assert proc.wait(15) in (0, -signal.SIGTERM)
+    finally:
+        proc.kill()

@@ -1,0 +1,222 @@
+"""The ``librarian`` commands that talk to a running API: ingest, status, jobs, retry, cancel,
+search, and the watchlist. Human output by default; ``--json`` prints the API's JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from librarian.canonical_url import canonicalize
+from librarian.errors import InvalidURL
+
+TERMINAL = {"job_completed", "error", "job_cancelled"}
+SPAN = {"extract": (0, 40), "transform": (40, 85), "load": (85, 100)}
+
+
+class ApiClient:
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self.http = httpx.Client(base_url=self.base, timeout=60)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, "/api/v1" + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise SystemExit(f"cannot reach the Librarian API at {self.base}: {exc}") from exc
+        body = response.json() if response.content else {}
+        if response.status_code >= 400:
+            error = body.get("error", {})
+            raise SystemExit(f"error {response.status_code}: {error.get('code')}: "
+                             f"{error.get('message')}")
+        return body
+
+
+def follow(client: ApiClient, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One progress bar per job from its SSE stream; returns each job's terminal event."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    finals: list[dict[str, Any]] = [{} for _ in jobs]
+    with Progress(TextColumn("{task.description}", style="bold"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[status]}")
+                  ) as progress:
+        def watch(index: int, job: dict[str, Any]) -> None:
+            task = progress.add_task(job["url"][-50:], total=100, status="queued")
+            with connect_sse(client.http, "GET", job["stream_url"], timeout=None) as source:
+                for sse in source.iter_sse():
+                    if sse.event == "heartbeat":
+                        continue
+                    event = json.loads(sse.data)
+                    stage = event.get("stage")
+                    if stage and event.get("percent") is not None:
+                        lo, hi = SPAN.get(stage, (0, 100))
+                        progress.update(task, completed=lo + (hi - lo) * event["percent"] / 100)
+                    if event.get("message") or stage:
+                        progress.update(task, status=f"{stage or ''} {event.get('message', '')}"
+                                        .strip()[:60])
+                    if sse.event == "stage_completed" and stage:
+                        progress.update(task, completed=SPAN.get(stage, (0, 100))[1])
+                    if sse.event in TERMINAL:
+                        finals[index] = event
+                        progress.update(task, completed=100 if sse.event == "job_completed"
+                                        else progress.tasks[task].completed,
+                                        status=sse.event)
+                        return
+
+        threads = [threading.Thread(target=watch, args=(i, job), daemon=True)
+                   for i, job in enumerate(jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return finals
+
+
+def cmd_ingest(client: ApiClient, args: argparse.Namespace) -> int:
+    body = client.call("POST", "/ingest/batch", json={"urls": args.urls})
+    jobs = [r for r in body["results"] if r.get("job_id")]
+    failed = [r for r in body["results"] if not r.get("job_id")]
+    if args.json and not args.follow:
+        print(json.dumps(body, indent=2))
+        return 1 if failed else 0
+    for r in failed:
+        print(f"✗ {r['url']}: {r['error']['code']}: {r['error']['message']}", file=sys.stderr)
+    if not args.follow:
+        for job in jobs:
+            print(f"{job['job_id']}  {job['status']:9}  {job['url']}")
+        return 1 if failed else 0
+    finals = follow(client, jobs)
+    for job, final in zip(jobs, finals, strict=True):
+        if final.get("type") == "job_completed":
+            result = final.get("result") or {}
+            line = f"✓ {job['url']} → {result.get('title')} (tier {result.get('tier')})"
+        else:
+            error = final.get("error") or {}
+            line = f"✗ {job['url']}: {error.get('code', final.get('type'))}: " \
+                   f"{error.get('message', '')}"
+            failed.append(job)
+        print(json.dumps(final) if args.json else line)
+    return 1 if failed else 0
+
+
+def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
+    record = client.call("GET", f"/ingest/{args.job}")
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"{record['job_id']}  {record['status']}  {record.get('percent', 0)}%  "
+              f"{record.get('stage') or ''}  {record.get('url')}")
+        if record.get("error"):
+            e = record["error"]
+            print(f"  error: {e['code']} in {e['stage']}: {e['message']}")
+        if record.get("result"):
+            r = record["result"]
+            print(f"  item {r['item_id']}: {r.get('title')} (tier {r.get('tier')})")
+    return 1 if record["status"] == "failed" else 0
+
+
+def cmd_jobs(client: ApiClient, args: argparse.Namespace) -> int:
+    params = {"limit": args.limit}
+    if args.failed:
+        params["status"] = "failed"
+    body = client.call("GET", "/jobs", params=params)
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    for job in body["jobs"]:
+        code = (job.get("error") or {}).get("code", "")
+        print(f"{job['job_id']}  {job['status']:9}  {code:16}  {job.get('url', '')}")
+    return 0
+
+
+def cmd_control(client: ApiClient, args: argparse.Namespace) -> int:
+    body = client.call("POST", f"/ingest/{args.job}/{args.command}")
+    print(json.dumps(body, indent=2) if args.json else f"{args.job}: {body['status']}")
+    return 0
+
+
+def cmd_search(client: ApiClient, args: argparse.Namespace) -> int:
+    body = client.call("GET", "/search", params={"q": args.query, "limit": args.limit})
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    import re
+
+    for rank, result in enumerate(body["results"], 1):
+        print(f"{rank:2}. {result.get('title')}  [tier {result.get('tier')}]  {result['url']}")
+        for passage in result["passages"][:1]:
+            text = re.sub(r"</?mark>", "*", passage["highlight"])
+            print(f"    {' '.join(text.split())[:200]}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from librarian.settings import Settings
+
+    path: Path = Settings().resolved_watchlist_path
+    lines = path.read_text().splitlines() if path.exists() else []
+    urls = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if args.action == "list":
+        print(json.dumps(urls) if args.json else "\n".join(urls))
+        return 0
+    try:
+        wanted = [canonicalize(u).url for u in args.urls]
+    except InvalidURL as exc:
+        raise SystemExit(f"{exc.url}: {exc.message}") from exc
+    if args.action == "add":
+        new = [u for u in wanted if u not in urls]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as fh:  # append: the sensor picks up appended lines in order
+            fh.writelines(u + "\n" for u in new)
+        print(f"added {len(new)} URL(s) to {path}")
+    else:
+        kept = [line for line in lines if line.strip() not in wanted]
+        path.write_text("".join(line + "\n" for line in kept))
+        print(f"removed {len(lines) - len(kept)} URL(s) from {path}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    def api_command(name: str, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help)
+        parser.add_argument("--api", default=os.environ.get("LIBRARIAN_API_URL",
+                                                            "http://127.0.0.1:8000"))
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return parser
+
+    p = api_command("ingest", "submit URLs (and follow their progress)")
+    p.add_argument("urls", nargs="+")
+    p.add_argument("--follow", action="store_true")
+    p.set_defaults(api_func=cmd_ingest)
+    p = api_command("status", "show one job")
+    p.add_argument("job")
+    p.set_defaults(api_func=cmd_status)
+    p = api_command("jobs", "list recent jobs")
+    p.add_argument("--failed", action="store_true")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(api_func=cmd_jobs)
+    for name in ("retry", "cancel"):
+        p = api_command(name, f"{name} a job")
+        p.add_argument("job")
+        p.set_defaults(api_func=cmd_control)
+    p = api_command("search", "search the library")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=10)
+    p.set_defaults(api_func=cmd_search)
+    p = sub.add_parser("watch", help="edit the watchlist the sensor reads")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("urls", nargs="*")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_watch)
+
+
+def run_api_command(args: argparse.Namespace) -> int:
+    code: int = args.api_func(ApiClient(args.api), args)
+    return code

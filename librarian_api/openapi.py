@@ -1,0 +1,125 @@
+"""``GET /api/v1/openapi.json``: the API described as OpenAPI 3.1, built from the real routes.
+
+Paths and methods come from the application's routing table, so the document cannot list a
+route that does not exist; each route's summary, parameters and responses come from
+:data:`OPERATIONS`, and a route missing from it is an error (tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+ITEM_ID = {"name": "item_id", "in": "path", "required": True,
+           "schema": {"type": "string", "format": "uuid"}}
+FILTERS = [{"name": n, "in": "query", "schema": {"type": "string"}, "description": d} for n, d in (
+    ("tier", "A, B or C; comma-separated for several"), ("language", "ISO 639-1 code"),
+    ("domain", "host name"), ("page_type", "article, documentation, forum, product, listing…"))]
+PAGING = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                      "maximum": 100}},
+          {"name": "cursor", "in": "query", "schema": {"type": "string"}}]
+
+
+def _op(summary: str, responses: dict[str, str], params: list[dict[str, Any]] | None = None,
+        body: str | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": params or [],
+        "responses": {code: {"description": text, **({"content": {"application/json": {
+            "schema": ERROR}}} if code[0] in "45" else {})} for code, text in responses.items()},
+    }
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": [body], "properties": {body: {
+                "type": "array", "items": {"type": "string"}} if body == "urls" else {
+                "type": "string", "format": "uri"}}}}}}
+    return op
+
+
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/api/v1/ingest", "post"): _op("Submit a URL", {
+        "202": "job created", "200": "the URL already has a queued or running job",
+        "422": "invalid URL", "503": "Dagster unavailable"}, body="url"),
+    ("/api/v1/ingest/batch", "post"): _op("Submit many URLs; one result per URL", {
+        "202": "at least one accepted", "422": "none accepted"}, body="urls"),
+    ("/api/v1/ingest/{job_id}", "get"): _op("The job record", {
+        "200": "job record", "404": "unknown job"}, [JOB_ID]),
+    ("/api/v1/ingest/{job_id}/cancel", "post"): _op("Cancel a queued or running job", {
+        "202": "cancelling", "404": "unknown job", "409": "already finished"}, [JOB_ID]),
+    ("/api/v1/ingest/{job_id}/retry", "post"): _op("Retry a failed job from its failed stage", {
+        "202": "retrying under the same job id", "404": "unknown job",
+        "409": "not failed"}, [JOB_ID]),
+    ("/api/v1/jobs", "get"): _op("Jobs, newest first", {"200": "jobs"}, [
+        {"name": "status", "in": "query", "schema": {"type": "string"}}, *PAGING]),
+    ("/api/v1/stream/{job_id}", "get"): {
+        **_op("The job's events as Server-Sent Events (replay, then live)", {
+            "200": "text/event-stream", "204": "finished, nothing after Last-Event-ID",
+            "404": "unknown job"}, [JOB_ID, {"name": "Last-Event-ID", "in": "header",
+                                             "schema": {"type": "string"}}])},
+    ("/api/v1/library", "get"): _op("Library items, newest first", {"200": "items"}, [
+        *FILTERS, {"name": "q", "in": "query", "schema": {"type": "string"}},
+        {"name": "since", "in": "query", "schema": {"type": "string", "format": "date"}},
+        {"name": "until", "in": "query", "schema": {"type": "string", "format": "date"}},
+        *PAGING]),
+    ("/api/v1/library/{item_id}", "get"): _op("One item: summary, metadata, versions, files", {
+        "200": "item", "404": "unknown item"}, [ITEM_ID]),
+    ("/api/v1/library/{item_id}", "delete"): _op("Delete an item, its files and vectors", {
+        "200": "deleted", "404": "unknown item"}, [ITEM_ID]),
+    ("/api/v1/library/{item_id}/refresh", "post"): _op("Ingest the item's URL again", {
+        "202": "job created", "200": "a job is already running", "404": "unknown item"},
+        [ITEM_ID]),
+    ("/api/v1/library/{item_id}/files/{version}/{kind}", "get"): _op(
+        "A stored file of a version (markdown, raw, metadata)", {
+            "200": "the file", "404": "no such file"}, [
+            ITEM_ID, {"name": "version", "in": "path", "required": True,
+                      "schema": {"type": "integer"}},
+            {"name": "kind", "in": "path", "required": True, "schema": {
+                "type": "string", "enum": ["markdown", "raw", "metadata"]}}]),
+    ("/api/v1/search", "get"): _op("Hybrid search over chunks, grouped by item", {
+        "200": "results", "422": "invalid query"}, [
+        {"name": "q", "in": "query", "required": True, "schema": {"type": "string"}},
+        {"name": "mode", "in": "query", "schema": {"type": "string",
+                                                   "enum": ["hybrid", "dense", "sparse"]}},
+        *FILTERS, PAGING[0]]),
+    ("/api/v1/health", "get"): _op("Health of Redis, the catalog and Dagster", {
+        "200": "all up", "503": "something is down"}),
+    ("/api/v1/openapi.json", "get"): _op("This document", {"200": "OpenAPI document"}),
+}
+
+
+def api_routes(routes: list[Any]) -> list[tuple[str, str]]:
+    """(path, method) of every API route, path parameters without converters."""
+    import re
+
+    found: list[tuple[str, str]] = []
+    for route in routes:
+        if isinstance(route, Route) and route.path.startswith("/api/"):
+            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+            found.extend((path, m.lower()) for m in sorted(route.methods or [])
+                         if m not in ("HEAD",))
+    return found
+
+
+def build(routes: list[Any]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method in api_routes(routes):
+        paths.setdefault(path, {})[method] = OPERATIONS[(path, method)]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Librarian", "version": "1",
+                 "description": "Turn URLs into a searchable knowledge library."},
+        "paths": paths,
+        "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {
+            "type": "object", "required": ["code", "message"], "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"},
+                "stage": {"type": "string"}}}}}}},
+    }
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(build(request.app.routes))

@@ -1,0 +1,174 @@
+// Librarian's page: submit URLs, follow each job live over Server-Sent Events, browse and
+// search the library. Plain browser APIs only (fetch, EventSource): no build step.
+"use strict";
+
+const API = "/api/v1";
+const ERROR_WORDS = {
+  invalid_url: "That is not a web address Librarian can fetch.",
+  blocked_address: "The address points into a private network, which is not allowed.",
+  dns_error: "The site's name could not be found.",
+  connect_error: "The site could not be reached.",
+  timeout: "The site took too long to answer.",
+  too_large: "The page is larger than the size limit.",
+  too_many_redirects: "The page redirects too many times.",
+  not_found: "The page does not exist (404).",
+  rate_limited: "The site asked us to slow down; try again later.",
+  http_error: "The site answered with an error.",
+  unsupported_type: "This kind of file cannot be added (HTML, PDF, text and Markdown can).",
+  empty_content: "No readable text was found on the page.",
+  blocked_by_site: "The site blocked automated access (bot check or captcha).",
+  encrypted_document: "The PDF is password-protected.",
+  corrupt_document: "The file is damaged and cannot be read.",
+  storage_error: "Saving to the library failed; try again.",
+  run_failed: "The job stopped unexpectedly.",
+};
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const c of children) node.append(c);
+  return node;
+};
+
+async function api(path, options = {}) {
+  const response = await fetch(API + path, {
+    headers: { "Content-Type": "application/json" }, ...options });
+  const body = response.status === 204 ? null : await response.json();
+  if (!response.ok) throw Object.assign(new Error(body?.error?.message || response.statusText),
+                                        { code: body?.error?.code });
+  return body;
+}
+
+function explain(error) {
+  return `${ERROR_WORDS[error.code] || error.message} (${error.code}${error.stage ? ", " + error.stage : ""})`;
+}
+
+// -- jobs ------------------------------------------------------------------------------------
+
+function followJob(job, url) {
+  if (document.querySelector(`[data-job="${job.job_id}"]`)) return;
+  const bar = el("div");
+  const stages = el("div", { class: "stages" },
+    ...["extract", "transform", "load"].map((s) => el("span", { class: "stage", "data-stage": s }, s)));
+  const status = el("div", { class: "status" }, "queued");
+  const card = el("li", { class: "job queued", "data-job": job.job_id },
+    el("div", { class: "url" }, url), el("div", { class: "bar" }, bar), stages, status);
+  $("jobs").prepend(card);
+  const setStatus = (kind, text) => { card.className = `job ${kind}`; status.textContent = text; };
+  const stream = new EventSource(job.stream_url);
+  const on = (type, handler) => stream.addEventListener(type, (e) => handler(JSON.parse(e.data)));
+  on("job_started", () => setStatus("running", "started"));
+  on("stage_started", (e) => {
+    card.querySelector(`[data-stage="${e.stage}"]`).classList.add("active");
+    setStatus("running", `${e.stage}…`);
+  });
+  on("stage_progress", (e) => {
+    if (e.percent != null) bar.style.width = `${overall(e.stage, e.percent)}%`;
+    if (e.message) setStatus("running", `${e.stage}: ${e.message}`);
+  });
+  on("stage_completed", (e) => {
+    const node = card.querySelector(`[data-stage="${e.stage}"]`);
+    node.classList.remove("active"); node.classList.add("done");
+    node.textContent = `${e.stage} ${(e.duration_ms / 1000).toFixed(1)} s`;
+    bar.style.width = `${overall(e.stage, 100)}%`;
+  });
+  on("job_completed", (e) => {
+    bar.style.width = "100%";
+    setStatus("completed", "completed");
+    const r = e.result || {};
+    status.append(" — ", el("a", { href: "#", "data-item": r.item_id }, r.title || r.url || "open"),
+                  " ", el("span", { class: "tier" }, `tier ${r.tier || "?"}`));
+    status.querySelector("a").onclick = (ev) => { ev.preventDefault(); showItem(r.item_id); };
+    stream.close();
+    loadLibrary();
+  });
+  on("error", (e) => { setStatus("failed", "failed: " + explain(e.error || e)); stream.close(); });
+  on("job_cancelled", () => { setStatus("cancelled", "cancelled"); stream.close(); });
+}
+
+const SPAN = { extract: [0, 40], transform: [40, 85], load: [85, 100] };
+const overall = (stage, pct) => { const [lo, hi] = SPAN[stage] || [0, 100]; return lo + (hi - lo) * pct / 100; };
+
+$("submit-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("submit-error").textContent = "";
+  const urls = $("urls").value.split(/\s+/).filter(Boolean);
+  try {
+    const body = await api("/ingest/batch", { method: "POST", body: JSON.stringify({ urls }) });
+    for (const r of body.results) {
+      if (r.job_id) followJob(r, r.url);
+      else $("submit-error").textContent += `${r.url}: ${explain(r.error)}\n`;
+    }
+    $("urls").value = "";
+  } catch (error) {
+    $("submit-error").textContent = explain(error);
+  }
+});
+
+// -- library ---------------------------------------------------------------------------------
+
+let nextCursor = null;
+
+function itemRow(item) {
+  const title = el("a", { href: "#" }, item.title || item.url);
+  title.onclick = (ev) => { ev.preventDefault(); showItem(item.item_id || item.id); };
+  const row = el("li", { class: "item" }, title, " ", el("span", { class: "tier" }, `tier ${item.tier || "?"}`),
+    el("div", { class: "muted" }, `${item.domain || ""} ${item.language ? "· " + item.language : ""}`));
+  if (item.passages) {
+    for (const p of item.passages) {
+      const passage = el("div", { class: "passage" });
+      passage.innerHTML = p.highlight;  // server-escaped, with <mark> around the query's words
+      row.append(passage);
+    }
+  } else if (item.summary) {
+    row.append(el("div", {}, item.summary));
+  }
+  return row;
+}
+
+async function loadLibrary(more = false) {
+  const params = new URLSearchParams({ limit: "20" });
+  if ($("tier").value) params.set("tier", $("tier").value);
+  if (more && nextCursor) params.set("cursor", nextCursor);
+  const body = await api(`/library?${params}`);
+  if (!more) $("items").replaceChildren();
+  body.items.forEach((item) => $("items").append(itemRow(item)));
+  nextCursor = body.next_cursor;
+  $("more").hidden = !nextCursor;
+}
+
+$("more").onclick = () => loadLibrary(true);
+
+$("search-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const q = $("query").value.trim();
+  if (!q) return loadLibrary();
+  const params = new URLSearchParams({ q, limit: "20" });
+  if ($("tier").value) params.set("tier", $("tier").value);
+  const body = await api(`/search?${params}`);
+  $("items").replaceChildren(...body.results.map(itemRow));
+  $("more").hidden = true;
+});
+
+async function showItem(id) {
+  const item = await api(`/library/${id}`);
+  const current = item.versions[0] || {};
+  const files = current.files || {};
+  $("item").replaceChildren(
+    el("h2", {}, item.title || item.url),
+    el("p", {}, el("a", { href: item.canonical_url, rel: "noopener", target: "_blank" }, "Original page"),
+       " · ", el("a", { href: files.markdown || "#", target: "_blank" }, "Stored copy (Markdown)")),
+    el("p", {}, item.summary || ""),
+    el("p", { class: "muted" }, `Tier ${item.tier} · quality ${item.quality_score?.toFixed(2)} · ` +
+       `${item.word_count} words · ${item.language || "?"} · version ${item.current_version} · ` +
+       `${(item.keywords || []).join(", ")}`));
+  $("item-panel").hidden = false;
+  $("item-panel").scrollIntoView();
+}
+
+$("close-item").onclick = () => { $("item-panel").hidden = true; };
+
+api("/health").then((h) => { $("health").textContent = h.status; })
+  .catch((e) => { $("health").textContent = "unavailable: " + e.message; });
+loadLibrary();

@@ -1,0 +1,33 @@
+"""The whole stack as processes, started once for all end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from librarian.embedded import free_port
+from librarian.settings import Settings
+from librarian.stack import Stack, StackPorts
+from tests.conftest import settings_env
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings, session_dir: Path, databases: dict[str, str]) -> Iterator[Stack]:
+    data_dir = session_dir / "stack"
+    env = settings_env(settings)
+    env["LIBRARIAN_DATABASE_URL"] = databases["e2e_catalog"]
+    env["LIBRARIAN_WATCHLIST_PATH"] = str(data_dir / "watchlist.txt")
+    s = Stack(data_dir, env=env, ports=StackPorts(api=free_port(), dagster=free_port(),
+                                                  code_server=free_port()))
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack) -> str:
+    return f"http://127.0.0.1:{stack.ports.api}"
+
+

@@ -1,0 +1,72 @@
+"""The web page in a real browser: headless Chromium (the system's) driven by Playwright.
+
+Submits a URL served from 127.0.0.1, watches its live progress reach "completed" through
+EventSource, finds the item in the library and opens it; saves a screenshot of the finished
+page to ``test-artifacts/`` for people to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support.pages import PageServer
+
+pytestmark = pytest.mark.e2e
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Flags for a machine with no network beyond loopback and no display.
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def test_a_person_submits_a_url_watches_it_complete_and_finds_it(
+        api: str, page_server: PageServer) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Chromium is needed: apt-get install chromium (.ci/run does)"
+    url = page_server.url("/article.html") + "?from=browser"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(api + "/")
+            expect(page.locator("#health")).to_have_text("ok", timeout=15_000)
+            page.fill("#urls", url)
+            page.click("#submit-form button")
+            job = page.locator(".job").first
+            expect(job).to_have_class("job completed", timeout=90_000)
+            expect(job.locator(".stage.done")).to_have_count(3)
+            expect(job.locator(".bar > div")).to_have_attribute("style", "width: 100%;")
+            expect(job.locator(".status a")).to_have_text("Growing Tomatoes at Home")
+            library = page.locator("#items .item", has_text="Growing Tomatoes at Home")
+            expect(library.first).to_be_visible(timeout=15_000)
+            job.locator(".status a").click()
+            expect(page.locator("#item h2")).to_have_text("Growing Tomatoes at Home")
+            expect(page.locator("#item")).to_contain_text("Original page")
+            page.screenshot(path=str(ARTIFACTS / "browser-finished.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "browser-finished.png").stat().st_size > 10_000
+
+
+def test_a_failing_url_shows_its_error_in_plain_words(api: str, page_server: PageServer) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(api + "/")
+            page.fill("#urls", page_server.url("/missing") + "?from=browser")
+            page.click("#submit-form button")
+            job = page.locator(".job").first
+            expect(job).to_have_class("job failed", timeout=90_000)
+            expect(job.locator(".status")).to_contain_text("The page does not exist (404).")
+            expect(job.locator(".status")).to_contain_text("not_found")
+        finally:
+            browser.close()

@@ -1,0 +1,127 @@
+"""Library endpoints over real HTTP on the real catalog and object store: filters, item detail
+with file links, file download, delete, refresh."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from librarian.catalog import Catalog, NewVersion
+from librarian.embedded import free_port
+from librarian.object_store import LocalObjectStore, version_prefix
+from librarian.settings import Settings
+from librarian_api.app import create_app
+from tests.integration.test_catalog import _version
+
+
+@pytest.fixture(scope="module")
+def lib_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("library-api"),
+                                       "dagster_port": free_port()})
+
+
+@pytest.fixture(scope="module")
+def api(lib_settings: Settings) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(lib_settings), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def _add(settings: Settings, tag: str, **changes: object) -> str:
+    url = f"https://{changes.get('domain', 'lib.example')}/{tag}/{uuid.uuid4()}"
+    version = dataclasses.replace(_version(url), **changes)  # type: ignore[arg-type]
+    catalog = Catalog(settings.database_url)
+    recorded = catalog.record_version(dataclasses.replace(version, object_keys={
+        "markdown": version_prefix(recorded_id(url), "h1") + "content.md",
+        "raw": version_prefix(recorded_id(url), "h1") + "raw"}))
+    catalog.close()
+    store = LocalObjectStore(settings.objects_path)
+    store.put(version_prefix(recorded.item_id, "h1") + "content.md", b"# Stored", "text/markdown")
+    store.put(version_prefix(recorded.item_id, "h1") + "raw", b"<html>raw</html>", "text/html")
+    return recorded.item_id
+
+
+def recorded_id(url: str) -> str:
+    from librarian.catalog import item_id_for
+
+    return item_id_for(url)
+
+
+def test_filters_narrow_the_library(api: str, lib_settings: Settings) -> None:
+    tag = uuid.uuid4().hex[:8]
+    a = _add(lib_settings, tag, tier="A", language="de", domain=f"{tag}.example",
+             title=f"Brotbacken {tag}", page_type="article")
+    b = _add(lib_settings, tag, tier="C", language="en", domain=f"{tag}.example",
+             title=f"Shop listing {tag}", page_type="listing")
+
+    def ids(**params: str) -> list[str]:
+        body = httpx.get(f"{api}/api/v1/library", params={"domain": f"{tag}.example", **params})
+        assert body.status_code == 200, body.text
+        return [i["id"] for i in body.json()["items"]]
+
+    assert ids() == [b, a]
+    assert ids(tier="a") == [a]
+    assert ids(tier="A,C") == [b, a]
+    assert ids(language="en") == [b]
+    assert ids(page_type="listing") == [b]
+    assert ids(q="brotbacken") == [a]
+    assert ids(since="2000-01-01", until="2000-01-02") == []
+    assert httpx.get(f"{api}/api/v1/library", params={"since": "yesterday"}).status_code == 422
+
+
+def test_item_detail_links_its_files_and_serves_them(api: str, lib_settings: Settings) -> None:
+    item_id = _add(lib_settings, "files")
+    item = httpx.get(f"{api}/api/v1/library/{item_id}").json()
+    files = item["versions"][0]["files"]
+    assert set(files) == {"markdown", "raw"}
+    markdown = httpx.get(files["markdown"])
+    assert markdown.status_code == 200 and markdown.text == "# Stored"
+    assert markdown.headers["content-type"].startswith("text/markdown")
+    assert httpx.get(f"{api}/api/v1/library/{item_id}/files/9/markdown").status_code == 404
+    assert item["links"]["original"].startswith("https://lib.example/files/")
+
+
+def test_delete_removes_rows_files_and_answers_404_after(api: str, lib_settings: Settings
+                                                         ) -> None:
+    item_id = _add(lib_settings, "delete")
+    response = httpx.delete(f"{api}/api/v1/library/{item_id}")
+    assert response.status_code == 200 and response.json()["files_deleted"] == 2
+    assert httpx.get(f"{api}/api/v1/library/{item_id}").status_code == 404
+    assert not (Path(lib_settings.objects_path) / "items" / item_id).exists()
+    assert httpx.delete(f"{api}/api/v1/library/{item_id}").status_code == 404
+
+
+def test_refresh_needs_dagster_and_says_so(api: str, lib_settings: Settings) -> None:
+    item_id = _add(lib_settings, "refresh")
+    response = httpx.post(f"{api}/api/v1/library/{item_id}/refresh", timeout=30)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "orchestrator_unavailable"
+    assert httpx.post(f"{api}/api/v1/library/{uuid.uuid4()}/refresh").status_code == 404
+
+
+def test_a_new_version_keeps_the_item_and_lists_both_versions(lib_settings: Settings) -> None:
+    catalog = Catalog(lib_settings.database_url)
+    url = f"https://lib.example/versions/{uuid.uuid4()}"
+    catalog.record_version(_version(url))
+    catalog.record_version(dataclasses.replace(_version(url, content_hash="h2"), tier="A"))
+    item = catalog.get_item(recorded_id(url))
+    catalog.close()
+    assert item is not None and [v["version"] for v in item["versions"]] == [2, 1]
+    assert isinstance(NewVersion, type)
