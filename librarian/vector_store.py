@@ -155,7 +155,8 @@ def _hits(points: Sequence[Any]) -> list[dict[str, Any]]:
 class VectorStore:
     def __init__(self, *, url: str | None = None, path: Path | None = None,
                  api_key: str | None = None, collection_prefix: str = "",
-                 engine: Literal["edge", "local"] = "edge", lock_timeout: float = 300.0) -> None:
+                 engine: Literal["edge", "local"] = "edge", lock_timeout: float = 300.0,
+                 hold_seconds: float = 0.0, max_hold_seconds: float = 2.0) -> None:
         if (url is None) == (path is None):
             raise ValueError("give exactly one of url (Qdrant server) or path (embedded)")
         if engine not in ("edge", "local"):
@@ -166,6 +167,13 @@ class VectorStore:
         self.prefix = collection_prefix
         self.mode: Literal["server", "edge", "local"] = "server" if url is not None else engine
         self.lock_timeout = lock_timeout
+        # Searches may keep an embedded shard open for ``hold_seconds`` after the last one
+        # (never longer than ``max_hold_seconds`` in a row): opening costs ~70–90 ms, a query
+        # 1–4 ms. Writers in other processes wait at most that long for the lock.
+        self.hold_seconds = hold_seconds
+        self.max_hold_seconds = max_hold_seconds
+        self._held: dict[Path, _HeldShard] = {}
+        self._held_lock = threading.Lock()
 
     def _collection(self, model: str, dimension: int) -> str:
         return self.prefix + collection_name(model, dimension)
@@ -407,6 +415,8 @@ class VectorStore:
         from qdrant_edge import EdgeShard
 
         home = self._edge_home(model, dimension)
+        if self._held:
+            self.release()  # this process's own held shard would block the lock below
         if not create and not home.is_dir():  # appears by an atomic rename: safe to peek
             yield None
             return
@@ -543,10 +553,58 @@ class VectorStore:
 
     def _edge_search(self, model: str, dimension: int, request: _Search
                      ) -> list[dict[str, Any]]:
-        with self._edge_shard(model, dimension, create=False) as shard:
-            if shard is None:
-                return []
-            return edge_query(shard, request)
+        if self.hold_seconds <= 0:
+            with self._edge_shard(model, dimension, create=False) as shard:
+                if shard is None:
+                    return []
+                return edge_query(shard, request)
+        home = self._edge_home(model, dimension)
+        with self._held_lock:  # one query at a time on a held shard
+            held = self._held.get(home)
+            if held is None:
+                stack = contextlib.ExitStack()
+                shard = stack.enter_context(self._edge_shard(model, dimension, create=False))
+                if shard is None:
+                    stack.close()
+                    return []
+                held = self._held[home] = _HeldShard(shard, stack, time.monotonic())
+                self._schedule_release(home)
+            held.last_used = time.monotonic()
+            return edge_query(held.shard, request)
+
+    def _schedule_release(self, home: Path) -> None:
+        timer = threading.Timer(min(self.hold_seconds, self.max_hold_seconds) / 2,
+                                self._maybe_release, args=(home,))
+        timer.daemon = True
+        timer.start()
+
+    def _maybe_release(self, home: Path) -> None:
+        with self._held_lock:
+            held = self._held.get(home)
+            if held is None:
+                return
+            now = time.monotonic()
+            if (now - held.last_used < self.hold_seconds
+                    and now - held.opened_at < self.max_hold_seconds):
+                self._schedule_release(home)
+                return
+            del self._held[home]
+            held.stack.close()  # closes the shard and releases the lock
+
+    def release(self) -> None:
+        """Close every shard held open for searches (at shutdown)."""
+        with self._held_lock:
+            for held in self._held.values():
+                held.stack.close()
+            self._held.clear()
+
+
+@dataclass
+class _HeldShard:
+    shard: Any
+    stack: contextlib.ExitStack
+    opened_at: float
+    last_used: float = 0.0
 
 
 @dataclass(frozen=True)

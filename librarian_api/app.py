@@ -52,14 +52,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings=settings, jobs=ApiJobStore(client, settings.redis_prefix),
             catalog=catalog, dagster=DagsterSubmitter(settings),
             objects=object_store_for(settings), hub=hub,
+            # Searches keep the embedded shard open briefly between them (see VectorStore).
             vectors=VectorStore(url=settings.qdrant_url,
                                 path=None if settings.qdrant_url else settings.qdrant_path,
                                 api_key=settings.qdrant_api_key.get_secret_value()
-                                if settings.qdrant_api_key else None))
+                                if settings.qdrant_api_key else None,
+                                hold_seconds=0.5, max_hold_seconds=2.0))
         try:
             yield
         finally:
             await hub.stop()
+            app.state.librarian.vectors.release()
             await client.aclose()
             await pool.aclose()
             catalog.close()

@@ -13,6 +13,7 @@ from librarian_assets.decoding import decode_body
 from librarian_assets.fetch import FetchedResponse
 from librarian_assets.html_content import extract_html
 from librarian_assets.page_signals import is_challenge, is_soft_404
+from librarian_assets.page_type import classify as classify_page
 from librarian_assets.pdf_content import extract_pdf
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -86,7 +87,7 @@ def _from_html(response: FetchedResponse) -> ExtractedDocument:
         url=response.url, final_url=response.final_url, content_type=response.content_type,
         raw=response.body, raw_size=len(response.body), etag=response.etag,
         last_modified=response.last_modified, status_code=response.status_code,
-        **found.model_dump(),
+        page_type=classify_page(response.body, found.markdown), **found.model_dump(),
     )
 
 
@@ -98,6 +99,7 @@ def _from_text(response: FetchedResponse, ctype: str) -> ExtractedDocument:
     return ExtractedDocument(
         url=response.url, final_url=response.final_url, content_type=ctype, markdown=text,
         text=text, title=title, raw=response.body, raw_size=len(response.body), etag=response.etag,
+        page_type="document",
         last_modified=response.last_modified, status_code=response.status_code,
     )
 
@@ -115,7 +117,7 @@ def _from_pdf(response: FetchedResponse, max_pages: int) -> ExtractedDocument:
         markdown=markdown, text=markdown, title=pdf.title or first_line, author=pdf.author,
         date=pdf.date, raw=response.body, raw_size=len(response.body), etag=response.etag,
         last_modified=response.last_modified, status_code=response.status_code,
-        page_count=pdf.page_count, truncated=pdf.truncated,
+        page_count=pdf.page_count, truncated=pdf.truncated, page_type="document",
     )
 
 

@@ -8,7 +8,9 @@ Rubric — each part 0–1, weighted:
     metadata      0.15   title, author, date, description present
     boilerplate   0.20   1 − share of very short lines (menus, buttons, link lists)
 
-Tiers: ``A`` (reference-grade) ≥ 0.70, ``B`` (standard) ≥ 0.45, ``C`` (low) below.
+Tiers: ``A`` (reference-grade) ≥ 0.75, ``B`` (standard) ≥ 0.50, ``C`` (low) below
+(thresholds set so most articles and documentation pages of the evaluation corpus reach A and
+most listings, collections and products do not: ``bench/page_quality.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from dataclasses import dataclass
 
 WEIGHTS = {"length": 0.30, "density": 0.15, "structure": 0.20, "metadata": 0.15,
            "boilerplate": 0.20}
-TIER_A = 0.70
-TIER_B = 0.45
+TIER_A = 0.75
+TIER_B = 0.50
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s", re.M)
 
 

@@ -301,3 +301,50 @@ def test_a_collection_of_the_old_layout_is_a_storage_error(tmp_path: Path) -> No
                              chunks=[ChunkPoint(0, "t", [], [1.0, 0.0, 0.0])], payload={})
     with pytest.raises(StorageError, match="search failed for collection chunks_m_3"):
         store.search(dense=[1.0, 0.0, 0.0], sparse=None, model="m", dimension=3)
+
+
+def _late_writer(root: str, out: Any) -> None:
+    import time
+
+    store = VectorStore(path=Path(root))
+    started = time.monotonic()
+    store.replace_item(item_id="late", content_hash="v1", model="m", dimension=DIM,
+                       chunks=[chunk("tide", text="a late write about the tide")],
+                       payload={"url": "https://late"})
+    out.put(time.monotonic() - started)
+
+
+def test_searches_hold_the_shard_briefly_and_writers_still_get_through(tmp_path: Path) -> None:
+    import time
+
+    root = tmp_path / "qdrant"
+    load_corpus(VectorStore(path=root))
+    searcher = VectorStore(path=root, hold_seconds=0.5, max_hold_seconds=1.5)
+
+    def search() -> list[dict[str, Any]]:
+        return searcher.search(dense=direction("tide"), sparse=query_vector("tide"),
+                               model="m", dimension=DIM, limit=3)
+
+    assert search()[0]["item_id"] == "tide"
+    started = time.monotonic()
+    for _ in range(20):
+        assert search()[0]["item_id"] == "tide"
+    held_ms = (time.monotonic() - started) / 20 * 1000
+    assert held_ms < 20, f"held searches took {held_ms:.1f} ms each"
+
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    writer = ctx.Process(target=_late_writer, args=(str(root), results))
+    writer.start()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # keep searching: the hold is capped, not renewed forever
+        search()
+        time.sleep(0.05)
+    writer.join(60)
+    assert writer.exitcode == 0
+    assert results.get(timeout=5) < 3.5
+    time.sleep(0.6)  # the hold lapses, the next search sees the write
+    assert "late" in [h["item_id"] for h in searcher.search(
+        dense=direction("tide"), sparse=query_vector("late write"), model="m", dimension=DIM,
+        limit=10)]
+    searcher.release()

@@ -50,3 +50,21 @@ def test_wrong_or_missing_charset_is_recovered() -> None:
     assert decode_body(latin, "utf-8") == text  # declared wrong: falls back
     meta = b'<meta charset="iso-8859-1">' + latin
     assert decode_body(meta, None).endswith(text)
+
+
+def test_page_types_come_from_the_pages_own_markup() -> None:
+    from librarian_assets.page_type import classify
+
+    product = (b'<script type="application/ld+json">{"@type": "Product", "name": "Kettle"}'
+               b"</script><button>Add to cart</button>")
+    assert classify(product, "A kettle. 1.7 litres.") == "product"
+    forum = b"".join(b'<div class="reply"><span class="username">u</span></div>'
+                     for _ in range(6))
+    assert classify(forum, "Question and answers") == "forum"
+    docs = b"<pre>code</pre>" * 4
+    assert classify(docs, "## Install\n\nRun the tool.") == "documentation"
+    listing = "\n".join(f"- [Item {i}](/item/{i})" for i in range(30))
+    assert classify(b"<html></html>", listing) == "listing"
+    prose = "\n\n".join(["A long paragraph of prose about gardening and tomatoes. " * 6] * 8)
+    assert classify(b'<meta property="og:type" content="article">', prose) == "article"
+    assert extract_content(_response(ARTICLE.encode(), "text/html")).page_type == "article"

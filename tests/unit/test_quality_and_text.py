@@ -26,7 +26,7 @@ def test_a_long_structured_article_scores_above_a_link_listing() -> None:
 
 
 def test_tier_boundaries() -> None:
-    assert [tier_for(s) for s in (0.9, 0.7, 0.69, 0.45, 0.44, 0.0)] == list("AABBCC")
+    assert [tier_for(s) for s in (0.9, 0.75, 0.74, 0.5, 0.49, 0.0)] == list("AABBCC")
 
 
 def test_chunks_follow_headings_and_never_split_code_fences() -> None:
