@@ -7,6 +7,7 @@ Layout (every key under the configured prefix)::
     {p}active:{partition_key}  string  job id of the queued/running job for that URL
     {p}jobs                    zset    job ids by creation time
     {p}mirror:cursor           string  the mirror's low-water mark in Dagster's event log
+    {p}mirror:stats            hash    lag of the newest mirrored event (ms), time of the write
     {p}events                  pubsub  job id published after each mirrored write
 
 Stream entry ids come from Dagster's event storage id, so a replayed event is recognised and
@@ -78,6 +79,10 @@ class JobKeys:
         return f"{self.prefix}mirror:cursor"
 
     @property
+    def mirror_stats(self) -> str:
+        return f"{self.prefix}mirror:stats"
+
+    @property
     def channel(self) -> str:
         return f"{self.prefix}events"
 
@@ -109,8 +114,10 @@ class MirrorJobStore:
         value = self._r.get(self.keys.mirror_cursor)
         return int(value) if value is not None else 0  # storage ids start at 1
 
-    def apply(self, writes: list[MirrorWrite], cursor: int) -> None:
-        """Apply ``writes`` and move the cursor to ``cursor`` in one MULTI/EXEC."""
+    def apply(self, writes: list[MirrorWrite], cursor: int,
+              stats: dict[str, float] | None = None) -> None:
+        """Apply ``writes`` and move the cursor to ``cursor`` in one MULTI/EXEC; ``stats``
+        (lag of the newest event, time of the write) go to ``{p}mirror:stats``."""
         import json
 
         pipe = self._r.pipeline(transaction=True)
@@ -124,6 +131,9 @@ class MirrorJobStore:
             args.extend(e.to_json() for e in w.events)
             self._apply(keys=keys, args=args, client=pipe)
         pipe.set(self.keys.mirror_cursor, cursor)
+        if stats:
+            fields: dict[str, float | int] = {**stats, "cursor": cursor}
+            pipe.hset(self.keys.mirror_stats, mapping=fields)  # type: ignore[arg-type]
         pipe.execute()
 
     def record(self, job_id: str) -> JobRecord | None:

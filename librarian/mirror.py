@@ -66,7 +66,10 @@ class EventMirror:
             writes = [w for sid in ready if (w := self._translate(sid, entries[sid]))]
             # The cursor moves only once the writes it covers are in Redis: a failed apply
             # leaves it where it was, and the next pass reads the same events again.
-            self.store.apply(writes, cursor)
+            newest = entries[ready[-1]].timestamp if ready else time.time()
+            self.last_lag_ms = max(0.0, (time.time() - newest) * 1000)
+            self.store.apply(writes, cursor, stats={
+                "lag_ms": round(self.last_lag_ms, 1), "written_at": round(time.time(), 3)})
             self.cursor = cursor
             self.applied += len(writes)
             total += len(ready)
@@ -103,8 +106,6 @@ class EventMirror:
         source = adapt(storage_id, entry)
         if source.event_type == "RUN_FAILURE":
             run = self._run_after_failure(entry.run_id) or run
-        if source.event_type == "RUN_START" or source.event_type == "RUN_FAILURE":
-            self.last_lag_ms = (time.time() - source.timestamp) * 1000
         return translate(source, run, self._state(run.job_id))
 
     def _run(self, run_id: str) -> RunInfo | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,5 +33,13 @@ async def health(request: Request) -> JSONResponse:
                      else f"down: {type(result).__name__}: {result}"[:300])
               for name, result in zip(checks, results, strict=True)}
     down = [name for name, value in report.items() if value != "ok"]
+    mirror: dict[str, float] = {}
+    if "redis" not in down:
+        raw: Any = await state.jobs.r.hgetall(state.jobs.keys.mirror_stats)
+        mirror = {k.decode(): float(v) for k, v in raw.items()}
+        if "written_at" in mirror:
+            mirror["seconds_since_write"] = round(time.time() - mirror.pop("written_at"), 1)
+    # The mirror is reported, not checked: an idle mirror has nothing to write.
     return JSONResponse({"status": "ok" if not down else "unavailable", "down": down,
-                         "checks": report}, status_code=503 if down else 200)
+                         "checks": report, "mirror": mirror},
+                        status_code=503 if down else 200)

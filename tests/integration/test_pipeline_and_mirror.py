@@ -195,3 +195,46 @@ def test_a_permanent_failure_is_not_retried(instance: Any, settings: Settings,
     before = page_server.hits.get("/missing", 0)
     assert not _run(instance, settings, page_server.url("/missing")).success
     assert page_server.hits["/missing"] == before + 1
+
+
+def test_a_failed_refresh_leaves_the_last_good_version(
+        instance: Any, settings: Settings, page_server: PageServer) -> None:
+    path = "/refresh-then-gone.txt"
+    page_server.pages[path] = (200, "text/plain; charset=utf-8",
+                               b"Field notes on lichens\n\nLichens grow slowly on old stone "
+                               b"walls and tell how clean the air around them is.")
+    url = page_server.url(path)
+    assert _run(instance, settings, url).success
+    item_id = item_id_for(canonicalize(url).url)
+    catalog = Catalog(settings.database_url)
+    before = catalog.get_item(item_id)
+    del page_server.pages[path]  # the page disappears: the refresh fails with not_found
+    assert not _run(instance, settings, url).success
+    after = catalog.get_item(item_id)
+    catalog.close()
+    assert after is not None and before is not None
+    assert after["current_version"] == before["current_version"] == 1
+    assert after["versions"] == before["versions"]
+    vectors = VectorStore(path=settings.qdrant_path)
+    assert vectors.count_item(item_id=item_id, model=settings.embedding_model_name,
+                              dimension=384) == before["versions"][0]["chunk_count"]
+
+
+def test_a_rebuild_restores_jobs_redis_lost(
+        instance: Any, settings: Settings, page_server: PageServer,
+        mirror_store: MirrorJobStore, sync_redis: redis.Redis) -> None:
+    result = _run(instance, settings, page_server.url("/notes.txt") + "?rebuild=1")
+    EventMirror(instance, mirror_store, gap_wait=0.5).drain()
+    before = _events(sync_redis, mirror_store, result.run_id)
+    record = mirror_store.record(result.run_id)
+    sync_redis.delete(mirror_store.keys.record(result.run_id),
+                      mirror_store.keys.events(result.run_id), mirror_store.keys.mirror_cursor)
+    rebuilt = EventMirror(instance, mirror_store, gap_wait=0.5)  # what `mirror --rebuild` does
+    assert rebuilt.cursor == 0
+    rebuilt.drain()
+    after = _events(sync_redis, mirror_store, result.run_id)
+    assert [(e.type, e.stage, e.message) for e in after] == [
+        (e.type, e.stage, e.message) for e in before]
+    again = mirror_store.record(result.run_id)
+    assert again is not None and record is not None
+    assert (again.status, again.result) == (record.status, record.result)

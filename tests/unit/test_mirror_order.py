@@ -15,11 +15,22 @@ class Log:
     """An event log whose entries become visible when a test says so (like commits)."""
 
     def __init__(self) -> None:
-        self.visible: dict[int, Any] = {}
+        self.visible: dict[int, Any] = _Entries()
 
     def get_logs_for_all_runs_by_log_id(self, after_cursor: int, limit: int) -> dict[int, Any]:
         ids = sorted(i for i in self.visible if i > after_cursor)[:limit]
         return {i: self.visible[i] for i in ids}
+
+
+class _Entries(dict[int, Any]):
+    """Entries stand for event records: all the mirror reads of them here is a timestamp."""
+
+    def __setitem__(self, key: int, value: Any) -> None:
+        super().__setitem__(key, SimpleNamespace(name=value, timestamp=1000.0 + key))
+
+    def update(self, other: Any = (), **kwargs: Any) -> None:
+        for key, value in dict(other, **kwargs).items():
+            self[key] = value
 
 
 class Store:
@@ -31,7 +42,8 @@ class Store:
     def cursor(self) -> int:
         return self.cursor_value
 
-    def apply(self, writes: list[MirrorWrite], cursor: int) -> None:
+    def apply(self, writes: list[MirrorWrite], cursor: int,
+              stats: dict[str, float] | None = None) -> None:
         if self.fail_next:
             self.fail_next = False
             raise ConnectionError("redis went away")
