@@ -268,3 +268,48 @@ def test_a_server_shutting_down_ends_open_streams_with_where_to_resume(
         assert proc.wait(15) in (0, -signal.SIGTERM)
     finally:
         proc.kill()
+
+
+def test_streams_on_two_api_processes_see_the_same_events(
+        api: str, settings: Settings, store: MirrorJobStore) -> None:
+    """Any number of API workers: each fans out what the mirror writes to its own streams."""
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import settings_env
+
+    port = free_port()
+    env = {**os.environ, **settings_env(settings), "LIBRARIAN_DAGSTER_PORT": str(free_port())}
+    other = subprocess.Popen([sys.executable, "-m", "uvicorn", "librarian_api.app:create_app",
+                              "--factory", "--port", str(port), "--log-level", "warning"],
+                             env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/static/app.js", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "second API did not start"
+                time.sleep(0.1)
+        job = str(uuid.uuid4())
+        _write(store, job, 40, EventType.JOB_STARTED, status=JobStatus.RUNNING)
+
+        def follow(base: str) -> list[str]:
+            return [e["id"] for e in _sse(httpx.get(f"{base}/api/v1/stream/{job}",
+                                                    timeout=20).text)]
+
+        with ThreadPoolExecutor(2) as pool:
+            streams = [pool.submit(follow, base) for base in
+                       (api, f"http://127.0.0.1:{port}")]
+            time.sleep(1.0)  # both streams are open and waiting
+            _write(store, job, 41, EventType.STAGE_STARTED, stage="extract")
+            _write(store, job, 42, EventType.JOB_COMPLETED, mode="terminal",
+                   status=JobStatus.COMPLETED)
+            results = [s.result(timeout=20) for s in streams]
+        assert results == [["40-0", "41-0", "42-0"]] * 2
+    finally:
+        other.terminate()
+        other.wait(15)
