@@ -3,8 +3,8 @@
 The mirror publishes a job id on ``{prefix}events`` after each write. Streams do not hold a
 Redis connection while they wait: each registers a wake-up for its job here, and reads its
 job's Redis stream (a short, non-blocking XRANGE on the shared pool) only when woken — or every
-``POLL_SECONDS`` anyway, because pub/sub does not redeliver what a reconnecting subscriber
-missed. Nothing is buffered per client: a stream's position is its last event id.
+after the subscription is re-established, because pub/sub does not redeliver what a reconnecting
+subscriber missed. Nothing is buffered per client: a stream's position is its last event id.
 """
 
 from __future__ import annotations

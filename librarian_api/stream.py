@@ -25,8 +25,10 @@ from librarian_api.ingest import find_job
 from librarian_api.state import AppState, app_state
 
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
-# Streams are woken by the event hub; this is only the safety net for a missed publish.
-POLL_SECONDS = 5.0
+# Streams are woken by the event hub, which also wakes every stream after re-subscribing (the
+# only time a publish can be missed); this poll is a last safety net. Short polls cost: 5,000
+# streams polling every 5 s made 2,000 Redis calls/s and put p95 delivery at 6 s.
+POLL_SECONDS = 60.0
 
 
 async def stream(request: Request) -> Response:
