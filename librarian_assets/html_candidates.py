@@ -27,9 +27,15 @@ import trafilatura
 from lxml import etree
 from lxml.html import HtmlElement
 from markdownify import markdownify
+from trafilatura.utils import load_html
 
 _INLINE_TAG = re.compile(r"</?(?:u|sub|sup|mark|del|ins|s|small|kbd|span|abbr)\b[^>]*>", re.I)
-_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+# [text](target "title"): the target in <...>, or with balanced parentheses (Wikipedia-style
+# URLs); a title as markdownify writes it
+_LINK = re.compile(
+    r"!?\[([^\]]*)\]\((?:<[^>]*>|(?:[^()\s]|\([^()\s]*\))*)"
+    r"(?:\s+(?:\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'))?\s*\)")
+_LOOSE_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _EMPHASIS = re.compile(r"(\*\*|__|\*|`)")
 _ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>~<])")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -38,7 +44,7 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 def markdown_to_text(markdown: str) -> str:
     """The words of the Markdown without its syntax (link targets, emphasis, escapes, tags)."""
     text = _INLINE_TAG.sub("", markdown)
-    text = _EMPHASIS.sub("", _LINK.sub(r"\1", text))
+    text = _EMPHASIS.sub("", _LOOSE_LINK.sub(r"\1", _LINK.sub(r"\1", text)))
     return _ESCAPE.sub(r"\1", text)
 
 
@@ -50,6 +56,42 @@ def fragment_to_markdown(fragment: str) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
+# characters XML forbids (trafilatura strips them before parsing), as UTF-8: U+0000-U+001F but
+# tab and line breaks, and U+FFFE/U+FFFF
+_CONTROL_BYTES = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
+_NON_CHARACTERS = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")
+
+
+def parse_html(html: str) -> HtmlElement | None:
+    """The tree trafilatura's `load_html` makes of a decoded page, sooner: libxml2 is given
+    UTF-8 bytes, which it reads as they are (a str is converted first), and the rare page
+    with characters XML forbids is the only one rewritten (trafilatura rewrites them all)."""
+    try:
+        from trafilatura.utils import DOCTYPE_TAG, HTML_PARSER
+    except ImportError:  # pragma: no cover - trafilatura reorganised: its own loader
+        return load_html(html)
+    data = html.encode("utf-8", "surrogatepass")
+    if (len(data.translate(None, _CONTROL_BYTES)) != len(data)
+            or any(character in data for character in _NON_CHARACTERS)):
+        return load_html(html)
+    beginning = html[:50].lower()
+    end = html.find("\n") if "doctype" in beginning else 0
+    firstline = html[:end] if end >= 0 else html
+    faulty_root = any("<html" in line and line.endswith("/>")
+                      for line in html[:4096].splitlines()[:4])
+    if faulty_root or ("doctype" in beginning and DOCTYPE_TAG.search(firstline)):
+        return load_html(html)  # trafilatura repairs the start of the page first
+    try:
+        tree = lxml.html.fromstring(data, parser=HTML_PARSER)
+    except Exception:  # whatever libxml2 refuses, trafilatura's loader decides
+        return load_html(html)
+    if tree is None or len(tree) < 1:
+        return load_html(html)
+    if "html" not in beginning and len(tree) < 2:
+        return None  # not a page: trafilatura's check for a fragment passed as a document
+    return tree
+
+
 @dataclass
 class Candidate:
     """One extraction: its plain text (for voting) and a way to get its Markdown."""
@@ -57,7 +99,7 @@ class Candidate:
     name: str
     text: str
     _markdown: Callable[[], str]
-    grams: Counter[tuple[str, ...]] | None = None  # word 4-grams, filled when voting
+    grams: Counter[int] | None = None  # hashed word 4-grams, filled when voting
 
     def markdown(self) -> str:
         return self._markdown()
@@ -96,11 +138,17 @@ def drop_never_content(tree: HtmlElement, *also: str) -> HtmlElement:
     return tree
 
 
+def drop_noscript(tree: HtmlElement) -> HtmlElement:
+    """Remove <noscript> in place (its tail text stays)."""
+    etree.strip_elements(tree, "noscript", with_tail=False)
+    return tree
+
+
 def trafilatura_candidate(tree: HtmlElement, url: str | None) -> Candidate | None:
     """trafilatura's main text as Markdown (links, tables, formatting; reader comments left out).
-    The tree is modified."""
+    trafilatura works on its own copy of the tree."""
     markdown = trafilatura.extract(
-        drop_never_content(tree, "noscript"), url=url, output_format="markdown",
+        tree, url=url, output_format="markdown",
         include_links=True, include_tables=True, include_formatting=True, include_comments=False)
     markdown = (markdown or "").strip()
     if not markdown:
@@ -133,14 +181,15 @@ def resiliparse_candidate(html: str) -> Candidate | None:
 
 # --- readability -------------------------------------------------------------------------------
 
-def readability_candidate(tree: HtmlElement) -> Candidate | None:
-    """The densest prose block, by the readability port that ships with trafilatura."""
+def readability_candidate(tree: HtmlElement, *, owned: bool = False) -> Candidate | None:
+    """The densest prose block, by the readability port that ships with trafilatura. It edits
+    the tree: a copy, unless the caller gives the tree away (`owned`)."""
     try:
         from trafilatura.readability_lxml import Document
     except ImportError:  # pragma: no cover - the port moved: run without this voter
         return None
     try:
-        fragment = Document(deepcopy(tree)).summary()
+        fragment = Document(tree if owned else deepcopy(tree)).summary()
     except Exception:  # a voter that fails simply does not vote
         return None
     return _fragment_candidate("readability", fragment or "")

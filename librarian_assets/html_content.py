@@ -9,29 +9,37 @@ page goes through several extractors that fail in different ways (see `html_cand
 and the one that agrees best with the others wins: for each candidate, the mean overlap
 of its word 4-grams with every other candidate's (the Dice coefficient of the two
 multisets). A candidate that went astray (a sidebar, a cookie banner, a single card)
-shares little with the rest; one that found the content shares most of it. Pages that
-sell a single product (by their own markup) keep trafilatura's result, which is the
-precise one there: the others add the reviews, recommendations and carousels.
+shares little with the rest; one that found the content shares most of it. Three cases
+skip the vote:
 
-`markdown` is the winner's Markdown and `text` is derived from that same Markdown, so the
-two always describe the same extraction.
+- pages that sell a single product (by their own markup) keep trafilatura's result, which
+  is the precise one there: the others add the reviews, recommendations and carousels;
+- when trafilatura and resiliparse, the two most different extractors, agree, there is no
+  vote: trafilatura's result stands, unless resiliparse's is clearly the shorter (the
+  extra that even resiliparse, the one that keeps more, left out is boilerplate);
+- when one candidate holds five times the text of every other, the others each caught a
+  fragment (a title, a teaser, a caption) and agree on nothing but it: the large one wins.
+
+`markdown` is the winner's Markdown less repeated paragraphs (the same long paragraph
+twice is a page's desktop and mobile copies, or a quote of a post shown again), and
+`text` is derived from that same Markdown, so the two always describe the same extraction.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from copy import deepcopy
 
 from lxml.html import HtmlElement
 from pydantic import BaseModel
-from trafilatura.utils import load_html
 
 from librarian_assets.decoding import decode_body
 from librarian_assets.html_candidates import (
     Candidate,
     drop_never_content,
+    drop_noscript,
     markdown_to_text,
+    parse_html,
     readability_candidate,
     repeated_items_candidate,
     resiliparse_candidate,
@@ -58,14 +66,18 @@ class ExtractedHtml(BaseModel):
 
 
 _WORD = re.compile(r"\w+")
-_SHINGLE = 4
 AGREE = 0.8  # Dice overlap of trafilatura and resiliparse above which there is no vote
+SHORTER = 0.9  # agreeing resiliparse wins when it has less than this share of the 4-grams
+DOMINANT = 5  # a candidate with this many times the 4-grams of every other one wins
+REPEATED_WORDS = 15  # paragraphs of at least this many words are kept once
 
 
-def _shingles(candidate: Candidate) -> Counter[tuple[str, ...]]:
+def _shingles(candidate: Candidate) -> Counter[int]:
+    """The candidate's word 4-grams as a multiset, each gram by its hash (no tuple kept)."""
     if candidate.grams is None:
         words = _WORD.findall(candidate.text)
-        candidate.grams = Counter(zip(*(words[i:] for i in range(_SHINGLE)), strict=False))
+        candidate.grams = Counter(map(hash, zip(words, words[1:], words[2:], words[3:],
+                                                 strict=False)))
     return candidate.grams
 
 
@@ -91,22 +103,55 @@ def _dice(a: Candidate, b: Candidate) -> float:
 
 
 def choose(candidates: list[Candidate]) -> Candidate:
-    """The candidate that agrees best with the others (ties: the earlier one)."""
+    """The candidate that agrees best with the others (ties: the earlier one), unless one
+    dwarfs all the others (see the module's documentation)."""
+    if len(candidates) >= 2:
+        sizes = [_shingles(c).total() for c in candidates]
+        largest = max(range(len(candidates)), key=lambda i: sizes[i])
+        if all(sizes[largest] >= DOMINANT * max(1, size)
+               for i, size in enumerate(sizes) if i != largest):
+            return candidates[largest]
     if len(candidates) < 3:  # two cannot outvote each other: keep the first (trafilatura)
         return candidates[0]
     scores = _agreement(candidates)
     return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
 
 
-def _main_content(html: str, tree: HtmlElement, lean: HtmlElement, url: str | None
-                  ) -> Candidate | None:
-    first = trafilatura_candidate(lean, url)  # last reader of `lean`: it may change it
+def _drop_repeated_paragraphs(markdown: str) -> str:
+    """Each long paragraph once (code blocks, tables and indented blocks are left alone)."""
+    seen: set[str] = set()
+    kept: list[str] = []
+    in_code = False
+    for line in markdown.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            in_code = not in_code
+        elif not in_code and not stripped.startswith("|") and not line.startswith("    "):
+            words = _WORD.findall(line.lower())
+            if len(words) >= REPEATED_WORDS:
+                key = " ".join(words)
+                if key in seen:
+                    continue
+                seen.add(key)
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def _main_content(html: str, tree: HtmlElement, url: str | None) -> Candidate | None:
+    first = trafilatura_candidate(tree, url)
     if first is not None and is_single_product(tree, schema_types(tree)):
         return first
     second = resiliparse_candidate(html)
     if first is not None and second is not None and _dice(first, second) >= AGREE:
-        return first  # the two most different extractors agree: no vote needed
-    found = [first, second, repeated_items_candidate(tree), readability_candidate(tree)]
+        # the two most different extractors agree: no vote needed
+        shorter = _shingles(second).total() < SHORTER * _shingles(first).total()
+        return second if shorter else first
+    # the other voters read the page as served (`tree` has lost its graphics and scripts):
+    # parsed again, which only pages that come to a vote pay for
+    page = parse_html(html)
+    found = [first, second]
+    if page is not None:
+        found += [repeated_items_candidate(page), readability_candidate(page, owned=True)]
     candidates = [c for c in found if c is not None]
     return choose(candidates) if candidates else None
 
@@ -115,15 +160,17 @@ def extract_html(body: bytes, *, url: str | None, declared_charset: str | None
                  ) -> ExtractedHtml | None:
     """Main content of an HTML page as Markdown and plain text, with its metadata."""
     html = decode_body(body, declared_charset)
-    tree = load_html(html)
+    tree = parse_html(html)
     if tree is None:
         return None
-    # metadata and trafilatura read a copy without styles, scripts and graphics (faster
-    # XPath scans); the other extractors get the page as it is (they were tuned on that)
-    lean = drop_never_content(deepcopy(tree))
-    meta = page_metadata(lean, url)
-    winner = _main_content(html, tree, lean, url)
-    markdown = winner.markdown() if winner is not None else ""
+    # what neither the metadata nor trafilatura reads (styles, scripts, graphics, frames)
+    # goes first, in place: every later scan of the tree is shorter
+    drop_never_content(tree)
+    meta = page_metadata(tree, url)
+    title = choose_title(tree, meta.title)
+    drop_noscript(tree)  # script-less fallbacks: some hold an author, none the main text
+    winner = _main_content(html, tree, url)
+    markdown = _drop_repeated_paragraphs(winner.markdown()) if winner is not None else ""
     extractor = winner.name if winner is not None else None
     if not markdown_to_text(markdown).strip() and meta.description:
         # nothing in the body (a page rendered by script): its own summary is the content
@@ -132,7 +179,7 @@ def extract_html(body: bytes, *, url: str | None, declared_charset: str | None
     if not text.strip():
         return None
     return ExtractedHtml(
-        markdown=markdown, text=text, title=choose_title(tree, meta.title), author=meta.author,
+        markdown=markdown, text=text, title=title, author=meta.author,
         date=meta.date, sitename=meta.sitename, description=meta.description,
         language=meta.language, image=meta.image,
         html_text_ratio=round(len(text) / max(1, len(html)), 4), extractor=extractor)

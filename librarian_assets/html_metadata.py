@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterable
 from copy import deepcopy
 from typing import Any
 
 import trafilatura
+from lxml import etree
 from lxml.html import HtmlElement
 
 _AUTHOR_RULES_1 = re.compile(r"author-?name|AuthorName|authorName")
@@ -75,31 +75,85 @@ def _discarded(el: HtmlElement) -> bool:
             or "Figure" in a.get("data-component", ""))
 
 
-def _elements(tree: HtmlElement) -> Iterable[HtmlElement]:
-    return (el for el in tree.iter() if isinstance(el.tag, str))
+# Any of the author rules above can only match an element with one of these in its class or
+# id, or with an itemprop, rel, data-testid or data-component attribute (or an <author>): a
+# cheap test that leaves the exact rules a few elements to look at.
+_AUTHOR_HINT = re.compile(
+    r"uthor|yl|username|BBL|channel-name|zuozhe|bianji|xiaobian|submitted-by|posted-by|"
+    r"journalist-name|screenname|writer")
 
 
-def _discard_selector(tree: HtmlElement) -> list[HtmlElement]:
-    return [el for el in _elements(tree) if _discarded(el)]
+def _author_candidates(tree: HtmlElement) -> list[HtmlElement]:
+    found = []
+    hint = _AUTHOR_HINT.search
+    for el in tree.iter(etree.Element):
+        attrib = el.attrib
+        if not attrib:
+            if el.tag == "author":
+                found.append(el)
+        elif ("itemprop" in attrib or "rel" in attrib or "data-testid" in attrib
+              or "data-component" in attrib or el.tag == "author"
+              or hint(attrib.get("class", "")) or hint(attrib.get("id", ""))):
+            found.append(el)
+    return found
 
 
-def _author_selectors(tree: HtmlElement) -> list[Callable[[HtmlElement], list[HtmlElement]]]:
-    """The three author rules as selectors, all matched in one pass over the tree."""
-    found: list[list[HtmlElement]] = [[], [], []]
-    for el in _elements(tree):
-        for rule, match in enumerate((_first_rule, _second_rule, _third_rule)):
-            if match(el):
-                found[rule].append(el)
-    def selector(hits: list[HtmlElement]) -> Callable[[HtmlElement], list[HtmlElement]]:
-        return lambda _tree: hits
-
-    return [selector(hits) for hits in found]
+_AUTHOR_MAX_CHARS = 120
 
 
-def _author(tree: HtmlElement, md: Any, prune: Any) -> str | None:
-    subtree = prune(deepcopy(tree), [_discard_selector])
-    author = md.extract_metainfo(subtree, _author_selectors(subtree), len_limit=120)
-    return md.normalize_authors(None, author) if author else None
+def _delete_keeping_tail(element: HtmlElement) -> None:
+    """Remove the element and its children; its tail joins the previous sibling or parent
+    (what trafilatura's pruning does)."""
+    parent = element.getparent()
+    if parent is None:
+        return
+    if element.tail:
+        previous = element.getprevious()
+        if previous is None:
+            parent.text = (parent.text or "") + element.tail
+        else:
+            previous.tail = (previous.tail or "") + element.tail
+    parent.remove(element)
+
+
+def _text_without_discarded(element: HtmlElement) -> str:
+    """The element's text as it reads once the discarded parts inside it are pruned."""
+    inner = [el for el in element.iterdescendants() if isinstance(el.tag, str) and _discarded(el)]
+    if inner:
+        element = deepcopy(element)
+        for el in [el for el in element.iterdescendants()
+                   if isinstance(el.tag, str) and _discarded(el)]:
+            _delete_keeping_tail(el)
+    return " ".join(" ".join(element.itertext()).split())
+
+
+def _author(tree: HtmlElement, md: Any) -> str | None:
+    """trafilatura's author search: the author rules in order, on the page less its
+    comments, sidebars, dates and figures (the discard rules); the first match whose text
+    has a plausible length wins. Same result as pruning a copy of the page, without the copy."""
+    pruned: dict[HtmlElement, bool] = {}  # element -> it or an ancestor is discarded
+
+    def is_pruned(el: HtmlElement) -> bool:
+        chain = []
+        node: HtmlElement | None = el
+        while node is not None and node not in pruned:
+            chain.append(node)
+            node = node.getparent()
+        state = pruned[node] if node is not None else False
+        for node in reversed(chain):
+            state = state or _discarded(node)
+            pruned[node] = state
+        return state
+
+    hits = _author_candidates(tree)
+    for rule in (_first_rule, _second_rule, _third_rule):
+        for el in hits:
+            if rule(el) and not is_pruned(el):
+                content = _text_without_discarded(el)
+                if 2 < len(content) < _AUTHOR_MAX_CHARS:
+                    author: str | None = md.normalize_authors(None, content)
+                    return author
+    return None
 
 
 def page_metadata(tree: HtmlElement, url: str | None) -> Any:
@@ -108,7 +162,6 @@ def page_metadata(tree: HtmlElement, url: str | None) -> Any:
         from courlan import extract_domain
         from htmldate import find_date
         from trafilatura import metadata as md
-        from trafilatura.htmlprocessing import prune_unwanted_nodes
         from trafilatura.settings import set_date_params
     except ImportError:  # pragma: no cover - trafilatura reorganised: the slower public path
         return trafilatura.extract_metadata(tree, default_url=url)
@@ -121,7 +174,7 @@ def page_metadata(tree: HtmlElement, url: str | None) -> Any:
     if not meta.title:
         meta.title = md.extract_title(tree)
     if not meta.author:
-        meta.author = _author(tree, md, prune_unwanted_nodes)
+        meta.author = _author(tree, md)
     if not meta.url:
         meta.url = md.extract_url(tree, url)
     if meta.url:

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import re
 
+from lxml import etree
 from lxml.html import HtmlElement
 
 _JSONLD_TYPE = re.compile(r'"@type"\s*:\s*(\[[^\]]*\]|"[^"]*")')
 _QUOTED = re.compile(r'"([^"]+)"')
 _BUY_BUTTON = re.compile(r"\badd to (?:cart|bag|basket)\b|\bbuy now\b", re.I)
 _LIST_TYPES = {"ItemList", "CollectionPage", "OfferCatalog", "SearchResultsPage"}
+# compiled XPath runs in libxml2 (`iterfind` paths are walked in Python)
+_JSONLD_SCRIPTS = etree.XPath('.//script[@type="application/ld+json"]')
+_MICRODATA_ITEMS = etree.XPath(".//*[@itemtype]")
+_OG_TYPE = etree.XPath('.//meta[@property="og:type"]')
 
 
 def schema_types(tree: HtmlElement) -> set[str]:
     """schema.org types declared in JSON-LD and microdata."""
     types: set[str] = set()
-    for script in tree.iterfind('.//script[@type="application/ld+json"]'):
+    for script in _JSONLD_SCRIPTS(tree):
         for match in _JSONLD_TYPE.finditer(script.text or ""):
             types.update(_QUOTED.findall(match.group(1)))
-    for element in tree.iterfind(".//*[@itemtype]"):
+    for element in _MICRODATA_ITEMS(tree):
         types.add(element.get("itemtype", "").rstrip("/").rsplit("/", 1)[-1])
     return types
 
@@ -30,7 +35,7 @@ def is_single_product(tree: HtmlElement, types: set[str]) -> bool:
         return False
     if "Product" in types:
         return True
-    for meta in tree.iterfind('.//meta[@property="og:type"]'):
+    for meta in _OG_TYPE(tree):
         if (meta.get("content") or "").strip().lower().startswith("product"):
             return True
     return any(_BUY_BUTTON.search(" ".join(button.itertext()))
