@@ -15,31 +15,20 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
-import uvicorn
 
 from librarian.embedded import free_port
 from librarian.job_events import EventType, JobEvent, JobStatus, record_fields
 from librarian.job_store import MirrorJobStore, MirrorWrite
 from librarian.settings import Settings
 from librarian_api.app import create_app
+from tests.support.servers import api_in_thread, api_process
 
 
 @pytest.fixture(scope="module")
 def api(settings: Settings) -> Iterator[str]:
-    app_settings = settings.model_copy(update={"dagster_port": free_port(),
-                                               "sse_heartbeat_seconds": 1.0})
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(app_settings), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with api_in_thread(settings.model_copy(update={"dagster_port": free_port(),
+                                                   "sse_heartbeat_seconds": 1.0})) as base:
+        yield base
 
 
 def _write(store: MirrorJobStore, job_id: str, sid: int, kind: EventType,
@@ -234,66 +223,28 @@ def test_the_web_page_and_its_script_are_served(api: str) -> None:
 def test_a_server_shutting_down_ends_open_streams_with_where_to_resume(
         settings: Settings, store: MirrorJobStore) -> None:
     """SIGTERM to a real uvicorn process, as a deployment restart sends it."""
-    import os
     import signal
-    import subprocess
-    import sys
 
-    from tests.conftest import settings_env
-
-    port = free_port()
-    env = {**os.environ, **settings_env(settings), "LIBRARIAN_DAGSTER_PORT": str(free_port())}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "librarian_api.app:create_app",
-                             "--factory", "--port", str(port), "--log-level", "warning"],
-                            env=env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/static/app.js", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "API did not start"
-                time.sleep(0.1)
+    with api_process(settings) as (base, proc):
         job = str(uuid.uuid4())
         _write(store, job, 30, EventType.JOB_STARTED, status=JobStatus.RUNNING)
         threading.Timer(1.0, lambda: proc.send_signal(signal.SIGTERM)).start()
         started = time.monotonic()
-        body = httpx.get(f"http://127.0.0.1:{port}/api/v1/stream/{job}", timeout=15).text
+        body = httpx.get(f"{base}/api/v1/stream/{job}", timeout=15).text
         assert time.monotonic() - started < 8
         events = _sse(body)
         assert [e.get("event") for e in events] == ["job_started", "server_shutdown"]
         assert json.loads(events[-1]["data"])["last_event_id"] == "30-0"
         # uvicorn shuts down gracefully, then re-raises the signal it caught.
         assert proc.wait(15) in (0, -signal.SIGTERM)
-    finally:
-        proc.kill()
 
 
 def test_streams_on_two_api_processes_see_the_same_events(
         api: str, settings: Settings, store: MirrorJobStore) -> None:
     """Any number of API workers: each fans out what the mirror writes to its own streams."""
-    import os
-    import subprocess
-    import sys
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.conftest import settings_env
-
-    port = free_port()
-    env = {**os.environ, **settings_env(settings), "LIBRARIAN_DAGSTER_PORT": str(free_port())}
-    other = subprocess.Popen([sys.executable, "-m", "uvicorn", "librarian_api.app:create_app",
-                              "--factory", "--port", str(port), "--log-level", "warning"],
-                             env=env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/static/app.js", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "second API did not start"
-                time.sleep(0.1)
+    with api_process(settings) as (port_base, _proc):
         job = str(uuid.uuid4())
         _write(store, job, 40, EventType.JOB_STARTED, status=JobStatus.RUNNING)
 
@@ -302,14 +253,10 @@ def test_streams_on_two_api_processes_see_the_same_events(
                                                     timeout=20).text)]
 
         with ThreadPoolExecutor(2) as pool:
-            streams = [pool.submit(follow, base) for base in
-                       (api, f"http://127.0.0.1:{port}")]
+            streams = [pool.submit(follow, base) for base in (api, port_base)]
             time.sleep(1.0)  # both streams are open and waiting
             _write(store, job, 41, EventType.STAGE_STARTED, stage="extract")
             _write(store, job, 42, EventType.JOB_COMPLETED, mode="terminal",
                    status=JobStatus.COMPLETED)
             results = [s.result(timeout=20) for s in streams]
         assert results == [["40-0", "41-0", "42-0"]] * 2
-    finally:
-        other.terminate()
-        other.wait(15)

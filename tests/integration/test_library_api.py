@@ -4,22 +4,19 @@ with file links, file download, delete, refresh."""
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from librarian.catalog import Catalog, NewVersion
 from librarian.embedded import free_port
 from librarian.object_store import LocalObjectStore, version_prefix
 from librarian.settings import Settings
-from librarian_api.app import create_app
 from tests.integration.test_catalog import _version
+from tests.support.servers import api_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +27,8 @@ def lib_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def api(lib_settings: Settings) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(lib_settings), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with api_in_thread(lib_settings) as base:
+        yield base
 
 
 def _add(settings: Settings, tag: str, **changes: object) -> str:

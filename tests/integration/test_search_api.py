@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from librarian.canonical_url import canonicalize
 from librarian.catalog import item_id_for
 from librarian.embedded import free_port
 from librarian.settings import Settings
-from librarian_api.app import create_app
 from tests.integration.test_pipeline_and_mirror import _run
 from tests.support.pages import PageServer
+from tests.support.servers import api_in_thread
 
 PAGES = {
     "/search/cactus.txt": ("Repotting a cactus\n\nA cactus outgrows its terracotta pot every "
@@ -42,17 +39,8 @@ def indexed(instance: Any, settings: Settings, page_server: PageServer) -> dict[
 
 @pytest.fixture(scope="module")
 def api(settings: Settings, indexed: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings.model_copy(
-        update={"dagster_port": free_port()})), host="127.0.0.1", port=port,
-        log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with api_in_thread(settings.model_copy(update={"dagster_port": free_port()})) as base:
+        yield base
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "sparse"])

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import lxml.html
+from lxml import etree
+from trafilatura.utils import load_html
 
-from librarian_assets.html_candidates import Candidate, fragment_to_markdown, markdown_to_text
+from librarian_assets.html_candidates import (
+    Candidate,
+    fragment_to_markdown,
+    markdown_to_text,
+    parse_html,
+)
 from librarian_assets.html_content import choose, extract_html
-from librarian_assets.html_metadata import choose_title, strip_site_suffix
+from librarian_assets.html_metadata import choose_title, page_metadata, strip_site_suffix
 from librarian_assets.html_pagetype import is_single_product, schema_types
 
 _PROSE = ("The committee met on a wet Tuesday to weigh the proposal in detail, and every member "
@@ -142,9 +149,54 @@ def test_choose_takes_the_candidate_the_others_agree_with() -> None:
         == "trafilatura"
 
 
+def test_choose_lets_a_candidate_that_dwarfs_the_others_win() -> None:
+    # the others each caught a fragment (the title) and agree on it: the large one found the page
+    title = "course catalogue for the spring term"
+    items = " ".join(f"course {n} covers topic {n} in depth with weekly exercises"
+                     for n in range(40))
+    picked = choose([_candidate("trafilatura", title), _candidate("resiliparse", title),
+                     _candidate("repeated", f"{title} {items}"), _candidate("readability", title)])
+    assert picked.name == "repeated"
+
+
 def test_markdown_to_text_drops_syntax_not_words() -> None:
     md = "# Title\n\nSee **bold** and [the docs](https://x.org/d) and <u>under</u> \\_x\\_."
     assert markdown_to_text(md) == "# Title\n\nSee bold and the docs and under _x_."
+    # link titles and parentheses in targets are syntax too
+    md = ('[ABC](/wiki/ABC_(programming_language) "ABC (programming language)") and '
+          '[x](<https://x.org/a b>)')
+    assert markdown_to_text(md) == "ABC and x"
+
+
+def test_parse_html_builds_the_tree_trafilatura_would() -> None:
+    pages = [ARTICLE.decode(), "<p>only a fragment</p>", "<html><body><p>a\x01b\ufffe</p></body>",
+             '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/'
+             'xhtml1/DTD/xhtml1-strict.dtd">\n<html><body><p>caf\xe9</p></body></html>',
+             "<html><head><meta charset='iso-8859-1'></head><body>\u00e9t\u00e9</body></html>"]
+    for page in pages:
+        ours, theirs = parse_html(page), load_html(page)
+        assert (ours is None) == (theirs is None)
+        if ours is not None and theirs is not None:
+            assert etree.tostring(ours) == etree.tostring(theirs)
+
+
+def test_repeated_paragraphs_are_kept_once() -> None:
+    # the same block for wide and narrow screens: the reader sees it once
+    blurb = ("Our widget keeps every reading in a single dashboard so that teams can follow the "
+             "numbers that matter without switching between a dozen different tools each day.")
+    page = _page(f"""<main><h1>The widget dashboard</h1><div class='desktop'><p>{blurb}</p></div>
+<p>{_PROSE * 3}</p><div class='mobile'><p>{blurb}</p></div><p>{_PROSE * 2}</p></main>""")
+    found = extract_html(page, url=None, declared_charset=None)
+    assert found is not None
+    assert found.markdown.count("single dashboard") == 1
+    assert _PROSE.strip() in found.text
+
+
+def test_author_rules_skip_dates_and_comment_sections() -> None:
+    page = lxml.html.fromstring(
+        "<html><body><div class='comments'><span class='author'>Some Commenter</span></div>"
+        "<p class='byline'>By Jane Doe <time>12 May 2024</time></p><p>Text.</p></body></html>")
+    assert page_metadata(page, None).author == "Jane Doe"
 
 
 def test_fragment_to_markdown_renders_structure() -> None:
