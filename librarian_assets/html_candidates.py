@@ -100,6 +100,7 @@ class Candidate:
     text: str
     _markdown: Callable[[], str]
     grams: Counter[int] | None = None  # hashed word 4-grams, filled when voting
+    plain: str | None = None  # markdown_to_text of its Markdown, when that is its `text`
 
     def markdown(self) -> str:
         return self._markdown()
@@ -153,7 +154,8 @@ def trafilatura_candidate(tree: HtmlElement, url: str | None) -> Candidate | Non
     markdown = (markdown or "").strip()
     if not markdown:
         return None
-    return Candidate("trafilatura", markdown_to_text(markdown), lambda: markdown)
+    text = markdown_to_text(markdown)
+    return Candidate("trafilatura", text, lambda: markdown, plain=text)
 
 
 # --- resiliparse -------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ def _drop_repeated_paragraphs(markdown: str) -> str:
     seen: set[str] = set()
     kept: list[str] = []
     in_code = False
-    for line in markdown.split("\n"):
+    lines = markdown.split("\n")
+    for line in lines:
         stripped = line.strip()
         if stripped.startswith("```"):
             in_code = not in_code
@@ -134,7 +135,7 @@ def _drop_repeated_paragraphs(markdown: str) -> str:
                     continue
                 seen.add(key)
         kept.append(line)
-    return "\n".join(kept)
+    return markdown if len(kept) == len(lines) else "\n".join(kept)
 
 
 def _main_content(html: str, tree: HtmlElement, url: str | None) -> Candidate | None:
@@ -170,12 +171,16 @@ def extract_html(body: bytes, *, url: str | None, declared_charset: str | None
     title = choose_title(tree, meta.title)
     drop_noscript(tree)  # script-less fallbacks: some hold an author, none the main text
     winner = _main_content(html, tree, url)
-    markdown = _drop_repeated_paragraphs(winner.markdown()) if winner is not None else ""
-    extractor = winner.name if winner is not None else None
-    if not markdown_to_text(markdown).strip() and meta.description:
+    markdown, text, extractor = "", "", None
+    if winner is not None:
+        full = winner.markdown()
+        markdown, extractor = _drop_repeated_paragraphs(full), winner.name
+        text = winner.plain if winner.plain is not None and markdown is full \
+            else markdown_to_text(markdown)
+    if not text.strip() and meta.description:
         # nothing in the body (a page rendered by script): its own summary is the content
         markdown, extractor = meta.description.strip(), "description"
-    text = markdown_to_text(markdown)
+        text = markdown_to_text(markdown)
     if not text.strip():
         return None
     return ExtractedHtml(

@@ -4,9 +4,10 @@
 need or can do cheaper: categories/tags/licence (not stored), and the author search, whose
 XPath expressions call a Python regex for every element of the page, three times over. Here
 the same author rules (`trafilatura.xpaths.AUTHOR_XPATHS` and `AUTHOR_DISCARD_XPATHS`, in the
-same order, with the same text checks) run as one Python pass per rule set, and the rest is
-trafilatura's own functions in trafilatura's order. Should trafilatura's internals move, the
-public `extract_metadata` is used instead.
+same order, with the same text checks) run on the few elements one cheap pass finds, and the
+discard rules are checked only for the ancestors of a match (no pruned copy of the page is
+made); the rest is trafilatura's own functions in trafilatura's order. Should trafilatura's
+internals move, the public `extract_metadata` is used instead.
 
 The title is then checked against the page's <h1>: see `choose_title`.
 """
