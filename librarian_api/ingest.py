@@ -153,9 +153,7 @@ async def list_jobs(request: Request) -> JSONResponse:
 async def cancel(request: Request) -> JSONResponse:
     state = app_state(request)
     job_id = request.path_params["job_id"]
-    record = await find_job(state, job_id)
-    if record is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id}")
+    record = await job_or_404(state, job_id)
     if record.status.is_terminal:
         raise ApiError(409, "job_finished", f"job {job_id} is already {record.status.value}")
     try:
@@ -170,9 +168,7 @@ async def retry(request: Request) -> JSONResponse:
     """Re-execute a failed or cancelled job from its failed op, under the same job id."""
     state = app_state(request)
     job_id = request.path_params["job_id"]
-    record = await find_job(state, job_id)
-    if record is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id}")
+    record = await job_or_404(state, job_id)
     if record.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise ApiError(409, "job_not_failed",
                        f"only failed or cancelled jobs can be retried; this one is "
@@ -183,6 +179,13 @@ async def retry(request: Request) -> JSONResponse:
         raise ApiError(503, "orchestrator_unavailable", str(exc)) from exc
     return JSONResponse({"job_id": job_id, "run_id": run_id, "status": "queued",
                          **job_links(request, job_id)}, status_code=202)
+
+
+async def job_or_404(state: AppState, job_id: str) -> JobRecord:
+    record = await find_job(state, job_id)
+    if record is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id}")
+    return record
 
 
 async def find_job(state: AppState, job_id: str) -> JobRecord | None:
@@ -209,8 +212,6 @@ async def find_job(state: AppState, job_id: str) -> JobRecord | None:
 
 async def status(request: Request) -> JSONResponse:
     job_id = request.path_params["job_id"]
-    record = await find_job(app_state(request), job_id)
-    if record is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id}")
+    record = await job_or_404(app_state(request), job_id)
     return JSONResponse({**record.model_dump(mode="json", exclude_none=True),
                          **job_links(request, job_id)})

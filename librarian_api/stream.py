@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from librarian.job_events import EventType, JobError, JobEvent, JobRecord, JobStatus
 from librarian_api.errors import ApiError
-from librarian_api.ingest import find_job
+from librarian_api.ingest import job_or_404
 from librarian_api.state import AppState, app_state
 
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
@@ -37,9 +37,7 @@ async def stream(request: Request) -> Response:
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if last and not _ENTRY_ID.match(last):
         raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must look like 123-0")
-    record = await find_job(state, job_id)
-    if record is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id}")
+    record = await job_or_404(state, job_id)
     after = last or "0-0"
     finished = record.status.is_terminal
     in_redis = await state.jobs.record(job_id) is not None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import brotli
 
+from tests.support.local_server import LocalServer
 from tests.support.pdfs import make_pdf
 
 LATIN1_TEXT = ("Crème brûlée et pâtisserie française, déjà servie à la fenêtre du café. "
@@ -139,7 +139,7 @@ def routes() -> dict[str, Handler]:
     }
 
 
-class HostileServer:
+class HostileServer(LocalServer):
     def __init__(self) -> None:
         table = routes()
 
@@ -159,17 +159,4 @@ class HostileServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)

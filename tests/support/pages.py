@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.local_server import LocalServer
 
 ARTICLE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Growing Tomatoes at Home</title><meta name="author" content="Jane Roe">
@@ -33,7 +34,7 @@ every day and keep it warm; after a week it rises reliably and smells pleasantly
 Bake with a long cold fermentation for a more open crumb and a deeper flavour."""
 
 
-class PageServer:
+class PageServer(LocalServer):
     """A threaded HTTP server with fixed routes; ``pages`` can be extended by tests."""
 
     def __init__(self) -> None:
@@ -90,17 +91,4 @@ class PageServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
