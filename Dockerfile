@@ -28,9 +28,9 @@ RUN pip install --no-deps . \
 # Dagster's local artifacts ($DAGSTER_HOME/storage: op outputs, compute logs) live on the data
 # volume next to the watchlist, as they live under the data folder in embedded mode.
 RUN useradd --create-home --uid 1000 librarian \
-    && mkdir -p "$DAGSTER_HOME" /data/dagster-storage \
+    && mkdir -p "$DAGSTER_HOME" /data/dagster-storage /run/librarian \
     && ln -s /data/dagster-storage "$DAGSTER_HOME/storage" \
-    && chown -R librarian:librarian "$DAGSTER_HOME" /data
+    && chown -R librarian:librarian "$DAGSTER_HOME" /data /run/librarian
 COPY --chown=librarian:librarian dagster.yaml $DAGSTER_HOME/dagster.yaml
 
 WORKDIR /app

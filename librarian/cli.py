@@ -40,6 +40,21 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run_pool(args: argparse.Namespace) -> int:
+    import os
+
+    from librarian.warm_pool import main as pool_main
+    from librarian.warm_protocol import pool_socket_path
+
+    # Before numpy is imported: OpenBLAS would start a thread pool, and a process with threads
+    # must not fork. Runs use BLAS for a few vector sums only; the model has its own threads.
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    socket_path = args.socket or pool_socket_path(os.environ["DAGSTER_HOME"])
+    return pool_main(socket_path, args.module or ["librarian_assets.definitions",
+                                                  "librarian_assets.warm"])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from librarian.embedded import EmbeddedPostgres, EmbeddedRedis
     from librarian.stack import Stack, StackPorts
@@ -48,7 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     postgres = EmbeddedPostgres(data_dir / "postgres", args.postgres_port)
     redis_server = EmbeddedRedis(data_dir / "redis", args.redis_port)
     stack = Stack(data_dir, env={}, ports=StackPorts(api=args.api_port, dagster=args.dagster_port,
-                                                     code_server=args.code_server_port))
+                                                     code_server=args.code_server_port),
+                  launcher=Settings().run_launcher)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
@@ -106,6 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     mirror.add_argument("--rebuild", action="store_true",
                         help="replay the whole event log (rebuilds lost Redis records)")
     mirror.set_defaults(func=cmd_mirror)
+    pool = sub.add_parser("run-pool", help="serve warm Dagster run workers (WarmRunLauncher)")
+    pool.add_argument("--socket", help="default: $DAGSTER_HOME/run-pool.sock")
+    pool.add_argument("--module", action="append",
+                      help="code location module to preload (repeatable)")
+    pool.set_defaults(func=cmd_run_pool)
     sub.add_parser("migrate", help="apply catalog migrations").set_defaults(func=cmd_migrate)
     from librarian.client_cli import add_commands, run_api_command
 

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     embedding_tokenizer_path: Path | None = None
     embedding_model_name: str = "all-MiniLM-L6-v2-int8"
 
+    # How Dagster starts run workers: forked from the warm run pool, or Dagster's stock launcher
+    # (a fresh interpreter per run through the code server).
+    run_launcher: Literal["warm", "default"] = "warm"
+    # The warm run pool's Unix socket; unset means ``$DAGSTER_HOME/run-pool.sock``. Webserver,
+    # daemon and pool must see the same path (a shared volume in services mode).
+    run_pool_socket: Path | None = None
+
     # Watchlist sensor.
     watchlist_path: Path | None = None
     watchlist_interval_seconds: int = Field(default=10, ge=1)

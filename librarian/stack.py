@@ -1,25 +1,27 @@
 """Starts Librarian's processes, waits until each is ready, and stops them all.
 
 Used by ``librarian run`` (``make run``) and by the end-to-end tests, so both exercise the same
-start-up: one shared Dagster code server, dagster-webserver, dagster-daemon, the event mirror and
-the API, each in its own process group with its output in ``<data>/logs``.
+start-up: one shared Dagster code server, the warm run pool, dagster-webserver, dagster-daemon,
+the event mirror and the API, each in its own process group with its output in ``<data>/logs``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
+import yaml
 
 from librarian.embedded import port_open
+from librarian.warm_protocol import PoolUnavailable, pool_socket_path, request
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +39,8 @@ class Stack:
     env: dict[str, str]
     ports: StackPorts = field(default_factory=StackPorts)
     host: str = "127.0.0.1"
+    # "warm": runs fork from the warm run pool; "default": Dagster's stock launcher.
+    launcher: Literal["warm", "default"] = "warm"
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,7 +66,11 @@ class Stack:
         """Instance folder and schemas, before any long-running process starts."""
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / "dagster.yaml", self.dagster_home / "dagster.yaml")
+        config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+        if self.launcher == "default":
+            config["run_launcher"] = {"module": "dagster.core.launcher",
+                                      "class": "DefaultRunLauncher"}
+        (self.dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         env = self.process_env()
         # Webserver and daemon racing the schema migration on a fresh instance fail: migrate first.
         self._check_call([_bin("dagster"), "instance", "migrate"], env)
@@ -75,7 +83,13 @@ class Stack:
         self._spawn("code-server", [_bin("dagster"), "code-server", "start", "-h", h, "-p",
                                     str(self.ports.code_server), "-m",
                                     "librarian_assets.definitions"])
+        if self.launcher == "warm":
+            self._spawn("run-pool", [sys.executable, "-m", "librarian", "run-pool"])
         self._wait("code-server", lambda: port_open(h, self.ports.code_server), 120)
+        if self.launcher == "warm":
+            # Before the daemon dequeues anything: runs launched without a pool fall back to
+            # the stock launcher (correct, but slow).
+            self._wait("run-pool", self.pool_ready, 120)
         self._spawn("webserver", [_bin("dagster-webserver"), "-h", h, "-p",
                                   str(self.ports.dagster), "-w", ws])
         self._spawn("daemon", [_bin("dagster-daemon"), "run", "-w", ws])
@@ -87,19 +101,34 @@ class Stack:
                    120)
         self._wait("api", lambda: _http_ok(f"http://{h}:{self.ports.api}/api/v1/health"), 120)
 
+    def start_pool(self) -> None:
+        self._spawn("run-pool", [sys.executable, "-m", "librarian", "run-pool"])
+        self._wait("run-pool", self.pool_ready, 120)
+
     def stop(self, timeout: float = 15.0) -> None:
         for proc in reversed(list(self.procs.values())):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _reap_group(proc, deadline)
         self.procs.clear()
+
+    def stop_process(self, name: str, timeout: float = 15.0) -> None:
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        _reap_group(proc, time.monotonic() + timeout)
+
+    @property
+    def pool_socket(self) -> str:
+        return pool_socket_path(str(self.dagster_home))
+
+    def pool_ready(self) -> bool:
+        try:
+            return bool(request(self.pool_socket, {"op": "ping"}, timeout=2).get("ok"))
+        except PoolUnavailable:
+            return False
 
     def check_alive(self) -> list[str]:
         return [name for name, p in self.procs.items() if p.poll() is not None]
@@ -133,6 +162,15 @@ class Stack:
         result = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+def _reap_group(proc: subprocess.Popen[bytes], deadline: float) -> None:
+    try:
+        proc.wait(max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _bin(name: str) -> str:

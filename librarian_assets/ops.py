@@ -66,6 +66,15 @@ def stage_errors(context: OpExecutionContext, stage: str) -> Iterator[None]:
         ) from exc
 
 
+# Runs submitted in bulk share the cores with other runs: one embedding thread each spends the
+# least CPU per chunk. A single URL someone is waiting for gets every core.
+BULK_SOURCES = frozenset({"batch", "watchlist"})
+
+
+def _embedding_threads(context: OpExecutionContext) -> int:
+    return 1 if context.run.tags.get("librarian/source") in BULK_SOURCES else 0
+
+
 def _progress(context: OpExecutionContext) -> Any:
     return lambda percent, message: context.log.info(progress_message(percent, message))
 
@@ -126,7 +135,8 @@ def transform(context: OpExecutionContext, doc: ExtractedDocument,
         canonical = canonicalize(doc.url)
         enriched = enrich(doc, canonical_url=canonical.url,
                           partition_key=canonical.partition_key, domain=canonical.host,
-                          embedder=embedder.embedder(), progress=_progress(context))
+                          embedder=embedder.embedder(_embedding_threads(context)),
+                          progress=_progress(context))
         _progress(context)(100, f"{len(enriched.chunks)} chunks embedded")
         return enriched
 

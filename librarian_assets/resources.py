@@ -39,15 +39,17 @@ class EmbedderResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     model_path: str | None = None
     tokenizer_path: str | None = None
 
-    def embedder(self) -> Embedder:
-        return _embedder(self.model_name, self.model_path, self.tokenizer_path)
+    def embedder(self, threads: int = 0) -> Embedder:
+        return _embedder(self.model_name, self.model_path, self.tokenizer_path, threads)
 
 
 @cache
-def _embedder(name: str, model_path: str | None, tokenizer_path: str | None) -> Embedder:
+def _embedder(name: str, model_path: str | None, tokenizer_path: str | None,
+              threads: int) -> Embedder:
     # One loaded model per process: the ONNX session is the expensive part.
     return Embedder(Path(model_path) if model_path else None,
-                    Path(tokenizer_path) if tokenizer_path else None, name=name)
+                    Path(tokenizer_path) if tokenizer_path else None, name=name,
+                    threads=threads)
 
 
 class CatalogResource(ConfigurableResource):  # type: ignore[misc,type-arg]

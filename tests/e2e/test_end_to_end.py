@@ -136,6 +136,34 @@ def test_a_url_added_to_the_watchlist_is_ingested_by_the_sensor(
     assert response.json()["title"] == "Notes on sourdough baking"
 
 
+def test_runs_are_started_by_the_warm_run_pool(
+        api: str, page_server: PageServer, instance: Any) -> None:
+    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
+                                                   "?pool=1"}, timeout=30).json()
+    assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
+    tags = instance.get_run_by_id(job["job_id"]).tags
+    assert tags["librarian/launcher"] == "warm" and tags["librarian/worker"]
+
+
+def test_with_the_run_pool_down_runs_still_complete_through_the_stock_launcher(
+        api: str, stack: Stack, page_server: PageServer, instance: Any) -> None:
+    stack.stop_process("run-pool")
+    try:
+        job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
+                                                       "?pool=down"}, timeout=30).json()
+        assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
+        run = instance.get_run_by_id(job["job_id"])
+        assert run.tags["librarian/launcher"] == "default"
+        assert any("Warm run pool unavailable" in (e.message or "")
+                   for e in instance.all_logs(job["job_id"]))
+    finally:
+        stack.start_pool()
+    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
+                                                   "?pool=back"}, timeout=30).json()
+    assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
+    assert instance.get_run_by_id(job["job_id"]).tags["librarian/launcher"] == "warm"
+
+
 def test_health_is_ok_when_everything_runs(api: str) -> None:
     body = httpx.get(f"{api}/api/v1/health", timeout=10).json()
     assert (body["status"], body["down"]) == ("ok", [])
@@ -178,11 +206,19 @@ def test_a_killed_run_worker_is_retried_once_then_reported_failed(
     job = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
     os.kill(_worker_pid(instance, job["job_id"]), signal.SIGKILL)
     retry = _latest_run_of(instance, job["job_id"], after={job["job_id"]})
-    os.kill(_worker_pid(instance, retry), signal.SIGKILL)
+    _worker_pid(instance, retry)
+    with httpx.stream("GET", job["stream_url"], timeout=60) as live:
+        assert live.status_code == 200
+        lines = live.iter_lines()
+        os.kill(_worker_pid(instance, retry), signal.SIGKILL)
+        killed = time.monotonic()
+        for line in lines:
+            if line.startswith("event:") and line.split(":", 1)[1].strip() in TERMINAL:
+                break
+        # Kill -9 of a run worker → RUN_FAILURE → the `error` event on a live stream.
+        assert time.monotonic() - killed < 5
 
-    started = time.monotonic()
     events = read_stream(job["stream_url"])
-    assert time.monotonic() - started < 30
     assert [e.get("attempt") for e in events if e["event"] == "job_started"] == [1, 2]
     assert any(e["event"] == "stage_progress" and "retries" in e.get("message", "")
                for e in events)

@@ -37,7 +37,7 @@ Bake with a long cold fermentation for a more open crumb and a deeper flavour.""
 class PageServer(LocalServer):
     """A threaded HTTP server with fixed routes; ``pages`` can be extended by tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.pages: dict[str, tuple[int, str, bytes]] = {
             "/article.html": (200, "text/html; charset=utf-8", ARTICLE.encode()),
             "/notes.txt": (200, "text/plain; charset=utf-8", TEXT.encode()),
@@ -91,4 +91,4 @@ class PageServer(LocalServer):
             def log_message(self, *args: object) -> None:
                 pass
 
-        super().__init__(Handler)
+        super().__init__(Handler, host)

@@ -1,0 +1,192 @@
+"""``WarmRunLauncher``: Dagster's ``run_launcher`` extension point, backed by the warm run pool.
+
+Configured in ``dagster.yaml``::
+
+    run_launcher:
+      module: librarian.warm_launcher
+      class: WarmRunLauncher
+
+The pool (``librarian run-pool``, see :mod:`librarian.warm_pool`) listens on
+``$DAGSTER_HOME/run-pool.sock`` unless ``socket`` is configured (or ``LIBRARIAN_RUN_POOL_SOCKET``
+set). The launcher keeps everything the
+default launcher does and adds what it lacks:
+
+* launch: the pool forks a pre-imported worker (≈0.1 s instead of a 2–3.5 s interpreter start);
+  if the pool is not there, the run is started by Dagster's ``DefaultRunLauncher`` through the code
+  server instead, with an engine event saying so — a missing pool slows runs, it never loses one;
+* termination: SIGTERM to the worker, which Dagster turns into an interrupt → ``RUN_CANCELED``;
+* run monitoring: ``check_run_worker_health`` reports a dead worker (the default launcher cannot),
+  and the pool itself ends a run whose worker was killed as soon as it reaps it;
+* run retries, coordinator limits and compute logs are untouched: they live in the instance,
+  the daemon and the run worker, which is Dagster's own code.
+
+This module is imported by the webserver, the daemon and the code server: it stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import Field, StringSource
+from dagster._core.launcher.base import (
+    CheckRunHealthResult,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
+from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
+
+from librarian.warm_protocol import (
+    LAUNCHER_TAG,
+    WORKER_TAG,
+    PoolUnavailable,
+    is_alive,
+    parse_worker_tag,
+    pool_socket_path,
+    request,
+    worker_tag,
+)
+
+# A pool that is replacing itself with new code takes a few seconds to import it again.
+LAUNCH_WAIT_SECONDS = 60.0
+REFUSED_WAIT_SECONDS = 2.0
+
+
+class WarmRunLauncher(RunLauncher, ConfigurableClass):
+    def __init__(self, socket: str | None = None, inst_data: ConfigurableClassData | None = None):
+        self._socket = socket
+        self._inst_data = inst_data
+        self._default = DefaultRunLauncher()  # type: ignore[no-untyped-call]
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        return {"socket": Field(StringSource, is_required=False,
+                                description="Unix socket of the warm run pool; default "
+                                            "$DAGSTER_HOME/run-pool.sock")}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData,
+                          config_value: Mapping[str, Any]) -> WarmRunLauncher:
+        return cls(socket=config_value.get("socket"), inst_data=inst_data)
+
+    def register_instance(self, instance: Any) -> None:
+        super().register_instance(instance)
+        self._default.register_instance(instance)
+
+    @property
+    def socket_path(self) -> str:
+        if self._socket:
+            return self._socket
+        return pool_socket_path(self._instance.root_directory)
+
+    # -- launch ----------------------------------------------------------------------------------
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        try:
+            reply = self._launch(run.run_id, _code_version(context, run))
+        except PoolUnavailable as exc:
+            self._instance.report_engine_event(
+                f"Warm run pool unavailable ({exc}); starting this run with Dagster's default "
+                "launcher.", run, cls=self.__class__)
+            self._instance.add_run_tags(run.run_id, {LAUNCHER_TAG: "default"})
+            self._default.launch_run(context)
+            return
+        self._instance.add_run_tags(run.run_id, {
+            LAUNCHER_TAG: "warm", WORKER_TAG: worker_tag(reply["pid"], reply.get("ticks"))})
+
+    def _launch(self, run_id: str, code_version: str | None) -> dict[str, Any]:
+        import time
+
+        deadline = time.monotonic() + LAUNCH_WAIT_SECONDS
+        while True:
+            # A pool replacing itself keeps listening (the launch waits in the backlog); a
+            # refused connection means no pool: fall back quickly rather than hold the run.
+            reply = request(self.socket_path, {"op": "launch", "run_id": run_id,
+                                               "code_version": code_version},
+                            timeout=LAUNCH_WAIT_SECONDS, connect_wait=REFUSED_WAIT_SECONDS)
+            if reply.get("ok"):
+                return reply
+            if not reply.get("retry") or time.monotonic() > deadline:
+                raise PoolUnavailable(reply.get("error") or "the pool refused the launch")
+
+    # -- termination -----------------------------------------------------------------------------
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if not run or run.is_finished:
+            return False
+        if run.tags.get(LAUNCHER_TAG) == "default":
+            return bool(self._default.terminate(run_id))  # type: ignore[no-untyped-call]
+        if WORKER_TAG not in run.tags:
+            return False
+        pid, ticks = parse_worker_tag(run.tags[WORKER_TAG])
+        self._instance.report_run_canceling(run)
+        try:
+            reply = request(self.socket_path, {"op": "terminate", "pid": pid, "ticks": ticks})
+            return bool(reply.get("signalled"))
+        except PoolUnavailable:
+            # Same host: the worker outlives its pool; signal it directly if it is still ours.
+            if not is_alive(pid, ticks):
+                return False
+            import signal
+
+            os.kill(pid, signal.SIGTERM)
+            return True
+
+    # -- monitoring ------------------------------------------------------------------------------
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        if run.tags.get(LAUNCHER_TAG) == "default" or WORKER_TAG not in run.tags:
+            # Started by the stock launcher (which offers no health check), or between the fork
+            # and the tag write: only run monitoring's max runtime applies, as with the default.
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no warm-pool worker to check")
+        pid, ticks = parse_worker_tag(run.tags[WORKER_TAG])
+        try:
+            reply = request(self.socket_path, {"op": "status", "pid": pid, "ticks": ticks})
+        except PoolUnavailable:
+            reply = {"state": "running" if is_alive(pid, ticks) else "unknown"}
+        match reply.get("state"):
+            case "running":
+                return CheckRunHealthResult(WorkerStatus.RUNNING)
+            case "exited" if reply.get("exitcode") == 0:
+                return CheckRunHealthResult(WorkerStatus.SUCCESS)
+            case "exited":
+                return CheckRunHealthResult(
+                    WorkerStatus.FAILED, f"run worker pid {pid} exited with {reply['exitcode']}")
+            case _:
+                return CheckRunHealthResult(
+                    WorkerStatus.FAILED, f"run worker pid {pid} is gone (exit status unknown)")
+
+    def get_run_worker_debug_info(self, run: DagsterRun,
+                                  include_container_logs: bool | None = True) -> str | None:
+        return f"warm run pool worker {run.tags.get(WORKER_TAG, '?')}"
+
+    def dispose(self) -> None:
+        self._default.dispose()
+
+
+def _code_version(context: LaunchRunContext, run: DagsterRun) -> str | None:
+    """The code server's id, which changes every time the code location is reloaded."""
+    if context.workspace is None or run.remote_job_origin is None:
+        return None
+    try:
+        name = run.remote_job_origin.repository_origin.code_location_origin.location_name
+        location = context.workspace.get_code_location(name)
+        server_id = getattr(location, "server_id", None)
+        return str(server_id) if server_id else None
+    except Exception:  # a location that cannot say is not a reason to refuse the run
+        return None
