@@ -47,7 +47,8 @@ def build_definitions(settings: Settings) -> Definitions:
                 model_path=str(settings.embedding_model_path)
                 if settings.embedding_model_path else None,
                 tokenizer_path=str(settings.embedding_tokenizer_path)
-                if settings.embedding_tokenizer_path else None),
+                if settings.embedding_tokenizer_path else None,
+                cache_dir=str(data_dir / "cache" / "onnx")),
             "catalog": CatalogResource(database_url=settings.database_url),
             "objects": ObjectStoreResource(
                 local_path=None if settings.s3_endpoint else str(data_dir / "objects"),

@@ -38,18 +38,20 @@ class EmbedderResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     model_name: str = "all-MiniLM-L6-v2-int8"
     model_path: str | None = None
     tokenizer_path: str | None = None
+    cache_dir: str | None = None
 
     def embedder(self, threads: int = 0) -> Embedder:
-        return _embedder(self.model_name, self.model_path, self.tokenizer_path, threads)
+        return _embedder(self.model_name, self.model_path, self.tokenizer_path, threads,
+                         self.cache_dir)
 
 
 @cache
 def _embedder(name: str, model_path: str | None, tokenizer_path: str | None,
-              threads: int) -> Embedder:
+              threads: int, cache_dir: str | None) -> Embedder:
     # One loaded model per process: the ONNX session is the expensive part.
     return Embedder(Path(model_path) if model_path else None,
                     Path(tokenizer_path) if tokenizer_path else None, name=name,
-                    threads=threads)
+                    threads=threads, cache_dir=Path(cache_dir) if cache_dir else None)
 
 
 class CatalogResource(ConfigurableResource):  # type: ignore[misc,type-arg]
