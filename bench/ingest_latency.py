@@ -30,6 +30,7 @@ import argparse
 import gzip
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -371,6 +372,8 @@ def main() -> None:
     parser.add_argument("--prose", action="store_true", help="dense generated 50 KB pages")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     args = parser.parse_args()
+    # Stopped with SIGTERM: still stop the stack and drop the databases (the finally clauses).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="librarian-bench-"))
     servers: list[EmbeddedPostgres | EmbeddedRedis] = []
     if port_open("127.0.0.1", 5432):

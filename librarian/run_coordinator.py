@@ -2,9 +2,9 @@
 
 A queued run waits on average half the daemon's dequeue interval before it is launched. Dagster
 takes the interval in whole seconds (1 s → ~0.5 s of a single run's wait); the daemon itself
-accepts any number, so this subclass adds ``dequeue_interval_ms``. Each dequeue pass is a few
-indexed queries (measured in ``bench/ingest_latency.py``: the daemon's CPU is reported there).
-Everything else — concurrency limits, tag limits, threads — is Dagster's.
+accepts any number but sleeps in 0.5 s steps, so this subclass adds ``dequeue_interval_ms`` and
+500 is the useful minimum. Each dequeue pass is a few indexed queries. Everything else —
+concurrency limits, tag limits, threads — is Dagster's.
 """
 
 from __future__ import annotations

@@ -43,12 +43,12 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from librarian.warm_protocol import (
     LAUNCHER_TAG,
     WORKER_TAG,
+    PoolError,
     PoolUnavailable,
+    WorkerRef,
     is_alive,
-    parse_worker_tag,
     pool_socket_path,
     request,
-    worker_tag,
 )
 
 # A pool that is replacing itself with new code takes a few seconds to import it again.
@@ -93,16 +93,17 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
         try:
-            reply = self._launch(run.run_id, _code_version(context, run))
+            self._launch(run.run_id, _code_version(context, run))
         except PoolUnavailable as exc:
+            # Nothing reached a pool, so nothing started: the stock launcher can take the run.
             self._instance.report_engine_event(
                 f"Warm run pool unavailable ({exc}); starting this run with Dagster's default "
                 "launcher.", run, cls=self.__class__)
             self._instance.add_run_tags(run.run_id, {LAUNCHER_TAG: "default"})
             self._default.launch_run(context)
-            return
-        self._instance.add_run_tags(run.run_id, {
-            LAUNCHER_TAG: "warm", WORKER_TAG: worker_tag(reply["pid"], reply.get("ticks"))})
+        # The worker tags the run with itself (WORKER_TAG) before the run starts. A PoolError
+        # (request sent, no answer) propagates: the pool may have started the run, so starting
+        # it a second time elsewhere could run it twice; Dagster marks the launch failed.
 
     def _launch(self, run_id: str, code_version: str | None) -> dict[str, Any]:
         import time
@@ -116,8 +117,11 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                             timeout=LAUNCH_WAIT_SECONDS, connect_wait=REFUSED_WAIT_SECONDS)
             if reply.get("ok"):
                 return reply
-            if not reply.get("retry") or time.monotonic() > deadline:
+            if not reply.get("retry"):
+                # The pool refused before forking (e.g. not fork-safe): nothing started.
                 raise PoolUnavailable(reply.get("error") or "the pool refused the launch")
+            if time.monotonic() > deadline:
+                raise PoolUnavailable("the pool kept replacing itself")
 
     # -- termination -----------------------------------------------------------------------------
 
@@ -127,20 +131,20 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             return False
         if run.tags.get(LAUNCHER_TAG) == "default":
             return bool(self._default.terminate(run_id))  # type: ignore[no-untyped-call]
-        if WORKER_TAG not in run.tags:
-            return False
-        pid, ticks = parse_worker_tag(run.tags[WORKER_TAG])
         self._instance.report_run_canceling(run)
         try:
-            reply = request(self.socket_path, {"op": "terminate", "pid": pid, "ticks": ticks})
+            # The pool finds the worker by run id, tagged or not yet.
+            reply = request(self.socket_path, {"op": "terminate", "run_id": run_id})
             return bool(reply.get("signalled"))
-        except PoolUnavailable:
-            # Same host: the worker outlives its pool; signal it directly if it is still ours.
-            if not is_alive(pid, ticks):
+        except (PoolUnavailable, PoolError):
+            worker = WorkerRef.from_tag(run.tags.get(WORKER_TAG))
+            # The worker outlives its pool: signal it directly if this process can see it.
+            if worker is None or worker.run_id != run_id or not worker.visible_here() \
+                    or not is_alive(worker.pid, worker.ticks):
                 return False
             import signal
 
-            os.kill(pid, signal.SIGTERM)
+            os.kill(worker.pid, signal.SIGTERM)
             return True
 
     # -- monitoring ------------------------------------------------------------------------------
@@ -150,15 +154,20 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         return True
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        if run.tags.get(LAUNCHER_TAG) == "default" or WORKER_TAG not in run.tags:
-            # Started by the stock launcher (which offers no health check), or between the fork
-            # and the tag write: only run monitoring's max runtime applies, as with the default.
+        worker = WorkerRef.from_tag(run.tags.get(WORKER_TAG))
+        if run.tags.get(LAUNCHER_TAG) == "default" or worker is None \
+                or worker.run_id != run.run_id:
+            # Started by the stock launcher (which offers no health check), or not started yet
+            # (a retry carries its parent's tags until its own worker writes them): only run
+            # monitoring's start timeout and max runtime apply, as with the default launcher.
             return CheckRunHealthResult(WorkerStatus.RUNNING, "no warm-pool worker to check")
-        pid, ticks = parse_worker_tag(run.tags[WORKER_TAG])
         try:
-            reply = request(self.socket_path, {"op": "status", "pid": pid, "ticks": ticks})
-        except PoolUnavailable:
-            reply = {"state": "running" if is_alive(pid, ticks) else "unknown"}
+            reply = request(self.socket_path, {"op": "status", "run_id": run.run_id})
+        except (PoolUnavailable, PoolError):
+            if not worker.visible_here():
+                # Another container's process: a missing /proc entry proves nothing here.
+                return CheckRunHealthResult(WorkerStatus.RUNNING, "run pool not reachable")
+            reply = {"state": "running" if is_alive(worker.pid, worker.ticks) else "unknown"}
         match reply.get("state"):
             case "running":
                 return CheckRunHealthResult(WorkerStatus.RUNNING)
@@ -166,10 +175,12 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 return CheckRunHealthResult(WorkerStatus.SUCCESS)
             case "exited":
                 return CheckRunHealthResult(
-                    WorkerStatus.FAILED, f"run worker pid {pid} exited with {reply['exitcode']}")
+                    WorkerStatus.FAILED,
+                    f"run worker pid {worker.pid} exited with {reply['exitcode']}")
             case _:
                 return CheckRunHealthResult(
-                    WorkerStatus.FAILED, f"run worker pid {pid} is gone (exit status unknown)")
+                    WorkerStatus.FAILED,
+                    f"run worker pid {worker.pid} is gone (exit status unknown)")
 
     def get_run_worker_debug_info(self, run: DagsterRun,
                                   include_container_logs: bool | None = True) -> str | None:

@@ -56,7 +56,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from librarian.warm_protocol import is_alive, read_line, start_ticks
+from librarian.warm_protocol import (
+    LAUNCHER_TAG,
+    WORKER_TAG,
+    WorkerRef,
+    is_alive,
+    read_line,
+    start_ticks,
+)
 
 log = logging.getLogger("librarian.warm_pool")
 
@@ -91,7 +98,10 @@ class Exited:
 @dataclass
 class PoolState:
     workers: dict[int, Worker] = field(default_factory=dict)
-    exited: dict[int, Exited] = field(default_factory=dict)
+    exited: dict[str, Exited] = field(default_factory=dict)  # by run id: pids get reused
+
+    def worker_of(self, run_id: str) -> Worker | None:
+        return next((w for w in self.workers.values() if w.run_id == run_id), None)
     code_version: str | None = None
 
 
@@ -111,18 +121,33 @@ def fork_hazards(allowed_fds: set[int]) -> list[str]:
     return problems
 
 
-def code_fingerprint(root: Path = ROOT) -> str:
-    """Size and mtime of every module file this process imported from the project."""
-    digest = hashlib.sha256()
-    for name, module in sorted(sys.modules.items()):
+def project_files(modules: list[str]) -> list[str]:
+    """Source files of the project packages the pool imported (not site-packages at large):
+    the packages of the preloaded modules and ``librarian`` itself."""
+    roots = {name.split(".")[0] for name in modules} | {"librarian"}
+    dirs = []
+    for root in roots:
+        module = sys.modules.get(root)
         path = getattr(module, "__file__", None)
-        if not path or not path.startswith(str(root)):
-            continue
+        if path:
+            dirs.append(os.path.dirname(path) + os.sep)
+    files = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and any(path.startswith(d) for d in dirs):
+            files.add(path)
+    return sorted(files)
+
+
+def code_fingerprint(files: list[str]) -> str:
+    """Size and mtime of each file: a change on disk means the pool runs stale code."""
+    digest = hashlib.sha256()
+    for path in files:
         try:
             st = os.stat(path)
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
-            st = None
-        digest.update(f"{name}\0{path}\0{st and st.st_size}\0{st and st.st_mtime_ns}\n".encode())
+            digest.update(f"{path}\0gone\n".encode())
     return digest.hexdigest()
 
 
@@ -174,6 +199,8 @@ class WarmPool:
         self.stopping = False
         self._listen_fd = listen_fd
         self._fingerprint = ""
+        self._watched: list[str] = []
+        self._selector = selectors.DefaultSelector()
         self._last_stale_check = 0.0
         self._last_sample = 0.0
         self._instance: Any = None
@@ -186,7 +213,8 @@ class WarmPool:
         from dagster._core.instance import DagsterInstance
 
         self._instance = DagsterInstance.get()
-        self._fingerprint = code_fingerprint()
+        self._watched = project_files(self.modules)
+        self._fingerprint = code_fingerprint(self._watched)
         server = self._listen()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
@@ -196,7 +224,7 @@ class WarmPool:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
-        selector = selectors.DefaultSelector()
+        selector = self._selector
         selector.register(server, selectors.EVENT_READ, "accept")
         selector.register(wake_r, selectors.EVENT_READ, "wake")
         self._keep_fds = {server.fileno(), wake_r, wake_w}
@@ -219,7 +247,7 @@ class WarmPool:
                 self._sample_memory()
             if time.monotonic() - self._last_stale_check > STALE_CHECK_SECONDS:
                 self._last_stale_check = time.monotonic()
-                if self._fingerprint != code_fingerprint():
+                if self._fingerprint != code_fingerprint(self._watched):
                     self._replace_self("project code changed on disk")
         self._shutdown()
 
@@ -277,9 +305,9 @@ class WarmPool:
     def _serve_connection(self, conn: socket.socket) -> None:
         with conn:
             conn.setblocking(True)
-            conn.settimeout(5)
             try:
-                message = json.loads(read_line(conn) or b"{}")
+                # One deadline for the whole request: a stalled client costs at most 2 s.
+                message = json.loads(read_line(conn, deadline=time.monotonic() + 2) or b"{}")
                 reply = self.handle(message, conn)
             except Exception as exc:  # a bad request must not stop the pool
                 log.exception("request failed")
@@ -296,9 +324,9 @@ class WarmPool:
             case "launch":
                 return self._launch(str(message["run_id"]), message.get("code_version"), conn)
             case "status":
-                return self._status(int(message["pid"]), message.get("ticks"))
+                return self._status(str(message["run_id"]))
             case "terminate":
-                return self._terminate(int(message["pid"]), message.get("ticks"))
+                return self._terminate(str(message["run_id"]))
             case "stats":
                 self._reap()
                 return {"ok": True, "exited": [vars(e) for e in self.state.exited.values()]}
@@ -312,7 +340,7 @@ class WarmPool:
             conn.sendall(json.dumps({"ok": False, "retry": True}).encode() + b"\n")
             conn.close()
             self._replace_self("the code location was reloaded")
-        if self._fingerprint != code_fingerprint():
+        if self._fingerprint != code_fingerprint(self._watched):
             conn.sendall(json.dumps({"ok": False, "retry": True}).encode() + b"\n")
             conn.close()
             self._replace_self("project code changed on disk")
@@ -333,12 +361,15 @@ class WarmPool:
         """In the forked child: become a plain run worker and never return."""
         code = 1
         try:
+            # The pool's handlers would swallow a termination until Dagster installs its own.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.set_wakeup_fd(-1)
-            for fd in (*self._wake, self._server.fileno(), conn.fileno()):
+            for fd in (*self._wake, self._server.fileno(), conn.fileno(),
+                       self._selector.fileno()):
                 with contextlib.suppress(OSError):
                     os.close(fd)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
             from dagster._cli.api import _execute_run_command_body
             from dagster._core.instance import DagsterInstance
             from dagster._utils.interrupts import setup_interrupt_handlers
@@ -350,6 +381,12 @@ class WarmPool:
                 # one connection instead, as the webserver does (no statement timeout).
                 instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600,
                                                 max_overflow=4)
+                # Written by the worker, before the run starts: the launcher's health checks and
+                # terminations never see a run without its worker (nor a retry with its
+                # parent's worker, whose tags Dagster copies).
+                instance.add_run_tags(run_id, {
+                    LAUNCHER_TAG: "warm",
+                    WORKER_TAG: WorkerRef.for_current_process(run_id).tag()})
                 profile_dir = os.environ.get(PROFILE_ENV)
                 if profile_dir:  # where a run's CPU goes, one cProfile file per run
                     import cProfile
@@ -369,19 +406,20 @@ class WarmPool:
                 sys.stderr.flush()
             os._exit(code)
 
-    def _status(self, pid: int, ticks: int | None) -> dict[str, Any]:
+    def _status(self, run_id: str) -> dict[str, Any]:
         self._reap()
-        if pid in self.state.exited:
-            return {"ok": True, "state": "exited", **vars(self.state.exited[pid])}
-        if pid in self.state.workers or is_alive(pid, ticks):
+        if self.state.worker_of(run_id) is not None:
             return {"ok": True, "state": "running"}
+        if run_id in self.state.exited:
+            return {"ok": True, "state": "exited", **vars(self.state.exited[run_id])}
         return {"ok": True, "state": "unknown"}
 
-    def _terminate(self, pid: int, ticks: int | None) -> dict[str, Any]:
-        if pid not in self.state.workers and not is_alive(pid, ticks):
+    def _terminate(self, run_id: str) -> dict[str, Any]:
+        worker = self.state.worker_of(run_id)
+        if worker is None:
             return {"ok": True, "signalled": False}
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(worker.pid, signal.SIGTERM)
             return {"ok": True, "signalled": True}
         return {"ok": True, "signalled": False}
 
@@ -404,13 +442,13 @@ class WarmPool:
         done = Exited(pid, worker.run_id, exitcode, round(time.monotonic() - worker.started, 3),
                       round(usage.ru_utime + usage.ru_stime, 3), usage.ru_maxrss,
                       worker.peak_uss_kb)
-        self.state.exited[pid] = done
+        self.state.exited[worker.run_id] = done
         while len(self.state.exited) > 2000:
             self.state.exited.pop(next(iter(self.state.exited)))
         log.info("run %s: worker pid %d exited %d (%.2f s, cpu %.2f s, peak private %d KB)",
                  worker.run_id, pid, exitcode, done.seconds, done.cpu_seconds, done.peak_uss_kb)
-        if exitcode in (0, 1):
-            return  # the worker finished the run and recorded its outcome itself
+        # Usually the worker recorded the run's end itself (exit 0, or 1 for a failed run); a
+        # worker that died or failed before Dagster could record anything did not.
         try:
             self._report_dead_worker(worker, exitcode)
         except Exception:
@@ -427,6 +465,8 @@ class WarmPool:
             return
         how = (f"was killed by {signal.Signals(-exitcode).name}" if exitcode < 0
                else f"exited with code {exitcode}")
+        log.warning("run %s: worker pid %d %s before the run finished", worker.run_id,
+                    worker.pid, how)
         message = f"Run worker (pid {worker.pid}) {how} before the run finished."
         if run.status == DagsterRunStatus.CANCELING:
             self._instance.report_run_canceled(run, message=message)

@@ -10,26 +10,59 @@ import json
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Runs started by the warm pool carry ``<pid>:<start ticks>`` so a worker is never confused
-# with a later process that reuses its pid.
+# Runs started by the warm pool carry their worker (see WorkerRef), written by the worker.
 WORKER_TAG = "librarian/worker"
 LAUNCHER_TAG = "librarian/launcher"
 SOCKET_NAME = "run-pool.sock"
 
 
 class PoolUnavailable(Exception):
-    """The pool's socket is missing or not answering: the launcher falls back to Dagster's own."""
+    """No pool answered the connection: nothing was sent, so falling back is safe."""
+
+
+class PoolError(Exception):
+    """The request was sent but no valid reply came: what the pool did is unknown."""
+
+
+@dataclass(frozen=True)
+class WorkerRef:
+    """Which process runs which run: written as a run tag by the worker itself."""
+
+    pid: int
+    ticks: int | None  # process start time: a reused pid is another process
+    pidns: str | None  # PID namespace: /proc of another container says nothing about it
+    run_id: str
+
+    def tag(self) -> str:
+        return json.dumps({"pid": self.pid, "ticks": self.ticks, "ns": self.pidns,
+                           "run": self.run_id})
+
+    @classmethod
+    def from_tag(cls, value: str | None) -> WorkerRef | None:
+        try:
+            data = json.loads(value or "")
+            return cls(int(data["pid"]), data.get("ticks"), data.get("ns"), str(data["run"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    @classmethod
+    def for_current_process(cls, run_id: str) -> WorkerRef:
+        return cls(os.getpid(), start_ticks(os.getpid()), pid_namespace(), run_id)
+
+    def visible_here(self) -> bool:
+        """Whether this process can see the worker's /proc entry (same host and namespace)."""
+        return self.pidns is not None and self.pidns == pid_namespace()
 
 
 def request(path: str, message: dict[str, Any], timeout: float = 10.0,
             connect_wait: float = 0.0) -> dict[str, Any]:
     """Send one request and read one reply.
 
-    ``connect_wait`` keeps retrying a refused connection that long: a pool replacing itself with
-    fresh code keeps its listening socket, but one that is starting has none yet.
+    ``connect_wait`` keeps retrying a refused connection that long (a pool starting up).
     """
     deadline = time.monotonic() + connect_wait
     while True:
@@ -49,25 +82,37 @@ def request(path: str, message: dict[str, Any], timeout: float = 10.0,
     try:
         with sock:
             sock.sendall(json.dumps(message).encode() + b"\n")
-            data = read_line(sock)
-    except OSError as exc:
-        raise PoolUnavailable(f"warm run pool at {path} did not answer: {exc}") from exc
-    if not data:
-        raise PoolUnavailable(f"warm run pool at {path} closed the connection")
-    reply: dict[str, Any] = json.loads(data)
+            data = read_line(sock, deadline=time.monotonic() + timeout)
+        reply: dict[str, Any] = json.loads(data)
+    except (OSError, ValueError) as exc:
+        raise PoolError(f"warm run pool at {path} did not answer: {exc}") from exc
     return reply
 
 
-def read_line(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+def read_line(sock: socket.socket, limit: int = 64 * 1024,
+              deadline: float | None = None) -> bytes:
+    """One newline-terminated message, within ``limit`` bytes and before ``deadline``."""
     data = b""
     while not data.endswith(b"\n"):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("message not complete in time")
+            sock.settimeout(left)
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
         if len(data) > limit:
-            raise OSError("request too large")
+            raise OSError("message too large")
     return data
+
+
+def pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
 
 
 def pool_socket_path(dagster_home: str) -> str:
@@ -96,12 +141,3 @@ def is_alive(pid: int, ticks: int | None) -> bool:
         return False
     fields = stat[stat.rindex(")") + 2:].split()
     return fields[0] != "Z" and (ticks is None or int(fields[19]) == ticks)
-
-
-def worker_tag(pid: int, ticks: int | None) -> str:
-    return f"{pid}:{ticks if ticks is not None else ''}"
-
-
-def parse_worker_tag(value: str) -> tuple[int, int | None]:
-    pid, _, ticks = value.partition(":")
-    return int(pid), int(ticks) if ticks else None

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from librarian.warm_launcher import WarmRunLauncher
-from librarian.warm_pool import code_fingerprint
+from librarian.warm_pool import code_fingerprint, project_files
 from librarian.warm_protocol import (
     LAUNCHER_TAG,
     SOCKET_NAME,
     WORKER_TAG,
     PoolUnavailable,
-    parse_worker_tag,
+    WorkerRef,
     request,
 )
 from tests.support import warm_jobs
@@ -93,8 +93,10 @@ def test_a_run_is_executed_by_a_worker_forked_from_the_pool(
     run = wait_status(instance, run_id, TERMINAL)
     assert run.status.value == "SUCCESS"
     assert run.tags[LAUNCHER_TAG] == "warm"
-    pid, ticks = parse_worker_tag(run.tags[WORKER_TAG])
-    assert pid != pool.pid and ticks is not None
+    worker = WorkerRef.from_tag(run.tags[WORKER_TAG])
+    assert worker is not None and worker.run_id == run_id
+    pid = worker.pid
+    assert pid != pool.pid and worker.ticks is not None and worker.visible_here()
     started = [e for e in instance.all_logs(run_id) if e.dagster_event
                and e.dagster_event.event_type_value == "ENGINE_EVENT"
                and "Started process for run" in e.message]
@@ -141,7 +143,9 @@ def test_a_killed_worker_ends_its_run_as_failure_within_seconds(
     wait_for_step(instance, run_id)
     run = instance.get_run_by_id(run_id)
     assert instance.run_launcher.check_run_worker_health(run).status.name == "RUNNING"
-    pid, _ = parse_worker_tag(run.tags[WORKER_TAG])
+    worker = WorkerRef.from_tag(run.tags[WORKER_TAG])
+    assert worker is not None
+    pid = worker.pid
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     run = wait_status(instance, run_id, TERMINAL, timeout=30)
@@ -251,17 +255,64 @@ def test_fork_hazards_name_threads_and_sockets() -> None:
     assert out["socket_allowed"] == []
 
 
-def test_the_code_fingerprint_follows_imported_project_files(tmp_path: Path) -> None:
-    before = code_fingerprint()
+def test_the_code_fingerprint_follows_project_files_only() -> None:
+    files = project_files(["tests.support.warm_jobs"])
+    assert str(Path(warm_jobs.__file__)) in files
+    assert any(f.endswith("librarian/warm_pool.py") for f in files)
+    assert not any("site-packages" in f for f in files)  # not every installed library
+    before = code_fingerprint(files)
     source = Path(warm_jobs.__file__)
     stat = source.stat()
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     try:
-        assert code_fingerprint() != before
+        assert code_fingerprint(files) != before
     finally:
         os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert code_fingerprint() == before
-    assert code_fingerprint(tmp_path) == code_fingerprint(tmp_path / "elsewhere")
+    assert code_fingerprint(files) == before
+
+
+def test_a_retry_carrying_its_parents_worker_tag_is_not_judged_by_that_worker(
+        pool: subprocess.Popen[bytes], instance: Any) -> None:
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    parent = WorkerRef(pid=1, ticks=1, pidns=None, run_id="the-parent-run")
+    run = instance.create_run_for_job(job_def=warm_jobs.nap_job, status=DagsterRunStatus.STARTED,
+                                      tags={WORKER_TAG: parent.tag(), LAUNCHER_TAG: "warm"})
+    health = instance.run_launcher.check_run_worker_health(run)
+    assert health.status.name == "RUNNING"
+
+
+def test_a_run_whose_code_cannot_be_loaded_fails_instead_of_hanging(
+        pool: subprocess.Popen[bytes], instance: Any) -> None:
+    from dagster import reconstructable
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    origin = reconstructable(warm_jobs.nap_job).get_python_origin()
+    repo = origin.repository_origin
+    broken = origin._replace(repository_origin=repo._replace(code_pointer=ModuleCodePointer(
+        "tests.support.no_such_module", "nap_job", str(ROOT))))
+    run = instance.create_run_for_job(job_def=warm_jobs.nap_job, job_code_origin=broken,
+                                      status=DagsterRunStatus.NOT_STARTED)
+    instance.launch_run(run.run_id, workspace=None)
+    ended = wait_status(instance, run.run_id, TERMINAL, timeout=30)
+    assert ended.status.value == "FAILURE"
+    assert any("no_such_module" in str(e.dagster_event.event_specific_data)
+               for e in instance.all_logs(run.run_id)
+               if e.dagster_event
+               and e.dagster_event.event_type_value in ("PIPELINE_FAILURE", "ENGINE_EVENT"))
+
+
+def test_a_stalled_client_does_not_stall_the_pool(pool: subprocess.Popen[bytes],
+                                                  instance: Any) -> None:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
+        stalled.connect(instance.run_launcher.socket_path)
+        stalled.sendall(b'{"op": "pi')  # and nothing more
+        started = time.monotonic()
+        assert request(instance.run_launcher.socket_path, {"op": "ping"}, timeout=10)["ok"]
+        assert time.monotonic() - started < 5
 
 
 def test_without_a_pool_the_launcher_says_so_and_refuses_nothing_silently(

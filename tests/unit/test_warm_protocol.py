@@ -8,12 +8,23 @@ import sys
 import time
 
 from librarian.run_coordinator import FastQueuedRunCoordinator
-from librarian.warm_protocol import is_alive, parse_worker_tag, start_ticks, worker_tag
+from librarian.warm_protocol import WorkerRef, is_alive, pid_namespace, start_ticks
 
 
-def test_a_worker_tag_round_trips_and_tolerates_a_missing_start_time() -> None:
-    assert parse_worker_tag(worker_tag(123, 456)) == (123, 456)
-    assert parse_worker_tag(worker_tag(123, None)) == (123, None)
+def test_a_worker_tag_round_trips_and_a_bad_one_reads_as_none() -> None:
+    ref = WorkerRef(123, 456, "pid:[1]", "run-1")
+    assert WorkerRef.from_tag(ref.tag()) == ref
+    assert WorkerRef.from_tag(WorkerRef(123, None, None, "r").tag()) == WorkerRef(
+        123, None, None, "r")
+    for bad in (None, "", "123:456", '{"pid": "x", "run": "r"}', '{"run": "r"}'):
+        assert WorkerRef.from_tag(bad) is None
+
+
+def test_a_worker_in_another_pid_namespace_is_not_visible_here() -> None:
+    me = WorkerRef.for_current_process("run")
+    assert me.pid == os.getpid() and me.pidns == pid_namespace() and me.visible_here()
+    assert not WorkerRef(me.pid, me.ticks, "pid:[0]", "run").visible_here()
+    assert not WorkerRef(me.pid, me.ticks, None, "run").visible_here()
 
 
 def test_is_alive_tells_a_live_process_from_a_dead_one_and_from_a_reused_pid() -> None:
