@@ -242,7 +242,8 @@ class WarmPool:
                         conn, _ = server.accept()
                         self._serve_connection(conn)
             self._reap()
-            if time.monotonic() - self._last_sample > 0.2:
+            # smaps_rollup makes the kernel walk the worker's page tables: not too often.
+            if time.monotonic() - self._last_sample > 1.0:
                 self._last_sample = time.monotonic()
                 self._sample_memory()
             if time.monotonic() - self._last_stale_check > STALE_CHECK_SECONDS:

@@ -18,6 +18,7 @@ from typing import Any
 WORKER_TAG = "librarian/worker"
 LAUNCHER_TAG = "librarian/launcher"
 SOCKET_NAME = "run-pool.sock"
+REPLY_LIMIT = 64 * 1024 * 1024
 
 
 class PoolUnavailable(Exception):
@@ -82,7 +83,8 @@ def request(path: str, message: dict[str, Any], timeout: float = 10.0,
     try:
         with sock:
             sock.sendall(json.dumps(message).encode() + b"\n")
-            data = read_line(sock, deadline=time.monotonic() + timeout)
+            # Replies may be long (``stats`` lists every exited worker); requests may not.
+            data = read_line(sock, limit=REPLY_LIMIT, deadline=time.monotonic() + timeout)
         reply: dict[str, Any] = json.loads(data)
     except (OSError, ValueError) as exc:
         raise PoolError(f"warm run pool at {path} did not answer: {exc}") from exc

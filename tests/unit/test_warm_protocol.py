@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from librarian.run_coordinator import FastQueuedRunCoordinator
 from librarian.warm_protocol import WorkerRef, is_alive, pid_namespace, start_ticks
@@ -59,3 +62,36 @@ def test_the_coordinator_takes_a_dequeue_interval_in_milliseconds() -> None:
         None, {"dequeue_interval_seconds": 2})  # type: ignore[arg-type]
     assert stock.dequeue_interval_seconds == 2
     assert "dequeue_interval_ms" in FastQueuedRunCoordinator.config_type()
+
+
+def test_long_replies_are_read_whole_and_oversized_requests_refused(tmp_path: Path) -> None:
+    import json
+    import socket
+    import threading
+
+    from librarian.warm_protocol import read_line, request
+
+    path = str(tmp_path / "pool.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    big = {"ok": True, "exited": [{"run_id": f"run-{i}", "seconds": 1.5} for i in range(20_000)]}
+
+    def serve_once() -> None:
+        conn, _ = server.accept()
+        with conn:
+            read_line(conn)
+            conn.sendall(json.dumps(big).encode() + b"\n")
+
+    thread = threading.Thread(target=serve_once)
+    thread.start()
+    assert len(json.dumps(big)) > 64 * 1024
+    assert request(path, {"op": "stats"}) == big
+    thread.join()
+    server.close()
+
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(b"x" * (70 * 1024))
+        with pytest.raises(OSError, match="too large"):
+            read_line(right)
