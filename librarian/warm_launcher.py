@@ -168,6 +168,11 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 # Another container's process: a missing /proc entry proves nothing here.
                 return CheckRunHealthResult(WorkerStatus.RUNNING, "run pool not reachable")
             reply = {"state": "running" if is_alive(worker.pid, worker.ticks) else "unknown"}
+        if reply.get("state") == "unknown" and worker.visible_here() \
+                and is_alive(worker.pid, worker.ticks):
+            # Not this pool's worker (a pool restarted, or another pool on the same storage),
+            # but alive on this host: not a failure.
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "worker alive, unknown to the pool")
         match reply.get("state"):
             case "running":
                 return CheckRunHealthResult(WorkerStatus.RUNNING)

@@ -320,3 +320,19 @@ def test_without_a_pool_the_launcher_says_so_and_refuses_nothing_silently(
     launcher = WarmRunLauncher(socket=str(tmp_path / "absent.sock"))
     with pytest.raises(PoolUnavailable):
         launcher._launch("some-run", None)
+
+
+def test_a_live_worker_the_pool_does_not_know_is_not_reported_failed(
+        pool: subprocess.Popen[bytes], instance: Any) -> None:
+    """Another pool's worker on the same storage (or one orphaned by a restarted pool)."""
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    run = instance.create_run_for_job(job_def=warm_jobs.nap_job, status=DagsterRunStatus.STARTED)
+    me = WorkerRef.for_current_process(run.run_id)  # alive, and not a child of the pool
+    instance.add_run_tags(run.run_id, {WORKER_TAG: me.tag(), LAUNCHER_TAG: "warm"})
+    run = instance.get_run_by_id(run.run_id)
+    assert instance.run_launcher.check_run_worker_health(run).status.name == "RUNNING"
+    gone = WorkerRef(me.pid, (me.ticks or 0) + 1, me.pidns, run.run_id)  # a reused pid
+    instance.add_run_tags(run.run_id, {WORKER_TAG: gone.tag()})
+    run = instance.get_run_by_id(run.run_id)
+    assert instance.run_launcher.check_run_worker_health(run).status.name == "FAILED"
