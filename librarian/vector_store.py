@@ -42,10 +42,10 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
 
 from librarian.errors import StorageError
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from qdrant_edge import EdgeShard
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POINT_NAMESPACE = uuid.UUID("0b4d3c8e-2a61-4a8f-8c35-5d7e9f1a2b3c")
 DENSE = "dense"
@@ -191,15 +192,9 @@ class VectorStore:
         """Write several versions in one call (one open and one flush: bulk loads)."""
         for version in versions:
             _check_chunks(version.chunks, dimension)
-        try:
-            if self.mode == "edge":
-                self._edge_upsert(model, dimension, versions)
-            else:
-                self._client_upsert(model, dimension, versions)
-        except StorageError:
-            raise
-        except Exception as exc:  # transport- and engine-specific errors, ValueError included
-            raise StorageError(self._failure("write", model, dimension, exc)) from exc
+        self._call("write", model, dimension,
+                   lambda: self._edge_upsert(model, dimension, versions),
+                   lambda: self._client_upsert(model, dimension, versions))
         return sum(len(v.chunks) for v in versions)
 
     def prune_item(self, *, item_id: str, keep_hash: str, model: str, dimension: int) -> None:
@@ -220,14 +215,9 @@ class VectorStore:
         return written
 
     def count_item(self, *, item_id: str, model: str, dimension: int) -> int:
-        try:
-            if self.mode == "edge":
-                return self._edge_count(model, dimension, item_id)
-            return self._client_count(model, dimension, item_id)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise StorageError(self._failure("count", model, dimension, exc)) from exc
+        return self._call("count", model, dimension,
+                          lambda: self._edge_count(model, dimension, item_id),
+                          lambda: self._client_count(model, dimension, item_id))
 
     def search(self, *, dense: list[float] | None, sparse: tuple[list[int], list[float]] | None,
                model: str, dimension: int, limit: int = 10, mode: SearchMode = "hybrid",
@@ -244,25 +234,25 @@ class VectorStore:
                                  mode=mode, filters=filters, prefetch_limit=prefetch_limit)
         if request is None:
             return []
-        try:
-            if self.mode == "edge":
-                return self._edge_search(model, dimension, request)
-            return self._client_search(model, dimension, request)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise StorageError(self._failure("search", model, dimension, exc)) from exc
+        return self._call("search", model, dimension,
+                          lambda: self._edge_search(model, dimension, request),
+                          lambda: self._client_search(model, dimension, request))
 
     def _delete(self, model: str, dimension: int, item_id: str, keep_hash: str | None) -> None:
+        self._call("delete", model, dimension,
+                   lambda: self._edge_delete(model, dimension, item_id, keep_hash),
+                   lambda: self._client_delete(model, dimension, item_id, keep_hash))
+
+    def _call(self, action: str, model: str, dimension: int, edge: Callable[[], T],
+              client: Callable[[], T]) -> T:
+        """The engine's implementation of ``action``; its own error types (transport, engine,
+        ValueError) become a StorageError that names the action and the collection."""
         try:
-            if self.mode == "edge":
-                self._edge_delete(model, dimension, item_id, keep_hash)
-            else:
-                self._client_delete(model, dimension, item_id, keep_hash)
+            return edge() if self.mode == "edge" else client()
         except StorageError:
             raise
         except Exception as exc:
-            raise StorageError(self._failure("delete", model, dimension, exc)) from exc
+            raise StorageError(self._failure(action, model, dimension, exc)) from exc
 
     def _failure(self, what: str, model: str, dimension: int, exc: Exception) -> str:
         where = self.url if self.url is not None else f"{self.path} ({self.mode})"
