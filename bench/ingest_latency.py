@@ -53,7 +53,7 @@ from librarian.embedder import Embedder
 from librarian.object_store import LocalObjectStore, version_prefix
 from librarian.stack import Stack, StackPorts
 from librarian.vector_store import ChunkPoint, VectorStore
-from librarian.warm_protocol import request
+from librarian.warm_protocol import private_memory_kb, proc_stat, request
 from librarian_assets.extract import extract_content
 from librarian_assets.fetch import Fetcher, FetchLimits
 from librarian_assets.transform import enrich
@@ -221,21 +221,19 @@ class WorkerSampler:
                     continue
                 sample = self.seen.setdefault(pid, WorkerSample())
                 sample.polls += 1
+                fields = proc_stat(pid)
                 try:
-                    stat = Path(f"/proc/{pid}/stat").read_text()
                     status = Path(f"/proc/{pid}/status").read_text()
-                    rollup = (Path(f"/proc/{pid}/smaps_rollup").read_text()
-                              if sample.polls % 2 else "")
                 except OSError:
                     continue
-                fields = stat[stat.rindex(")") + 2:].split()
+                if fields is None:
+                    continue
                 sample.cpu = (int(fields[11]) + int(fields[12])) / tick
                 for line in status.splitlines():
                     if line.startswith("VmHWM:"):
                         sample.rss_hwm_kb = int(line.split()[1])
-                private = sum(int(line.split()[1]) for line in rollup.splitlines()
-                              if line.startswith(("Private_Clean:", "Private_Dirty:")))
-                sample.private_kb = max(sample.private_kb, private)
+                if sample.polls % 2:
+                    sample.private_kb = max(sample.private_kb, private_memory_kb(pid) or 0)
 
     def summary(self) -> dict[str, float]:
         # Workers that lived long enough to be sampled doing a run (not the PDF helper).
@@ -255,12 +253,9 @@ def _descendants(root: int) -> list[int]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(name))
+        fields = proc_stat(int(name))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(name))
     out, todo = [], [root]
     while todo:
         for child in children.get(todo.pop(), []):

@@ -24,6 +24,7 @@ from librarian.embedded import port_open
 from librarian.warm_protocol import PoolUnavailable, pool_socket_path, request
 
 ROOT = Path(__file__).resolve().parent.parent
+POOL_ARGV = [sys.executable, "-m", "librarian", "run-pool"]
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Stack:
                                     str(self.ports.code_server), "-m",
                                     "librarian_assets.definitions"])
         if self.launcher == "warm":
-            self._spawn("run-pool", [sys.executable, "-m", "librarian", "run-pool"])
+            self._spawn("run-pool", POOL_ARGV)
         self._wait("code-server", lambda: port_open(h, self.ports.code_server), 120)
         if self.launcher == "warm":
             # Before the daemon dequeues anything: runs launched without a pool fall back to
@@ -102,7 +103,7 @@ class Stack:
         self._wait("api", lambda: _http_ok(f"http://{h}:{self.ports.api}/api/v1/health"), 120)
 
     def start_pool(self) -> None:
-        self._spawn("run-pool", [sys.executable, "-m", "librarian", "run-pool"])
+        self._spawn("run-pool", POOL_ARGV)
         self._wait("run-pool", self.pool_ready, 120)
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -26,6 +26,8 @@ This module is imported by the webserver, the daemon and the code server: it sta
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -106,8 +108,6 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         # it a second time elsewhere could run it twice; Dagster marks the launch failed.
 
     def _launch(self, run_id: str, code_version: str | None) -> dict[str, Any]:
-        import time
-
         deadline = time.monotonic() + LAUNCH_WAIT_SECONDS
         while True:
             # A pool replacing itself keeps listening (the launch waits in the backlog); a
@@ -142,8 +142,6 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             if worker is None or worker.run_id != run_id or not worker.visible_here() \
                     or not is_alive(worker.pid, worker.ticks):
                 return False
-            import signal
-
             os.kill(worker.pid, signal.SIGTERM)
             return True
 

@@ -53,21 +53,19 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from librarian.warm_protocol import (
     LAUNCHER_TAG,
     WORKER_TAG,
     WorkerRef,
-    is_alive,
+    private_memory_kb,
     read_line,
     start_ticks,
 )
 
 log = logging.getLogger("librarian.warm_pool")
 
-ROOT = Path(__file__).resolve().parent.parent
 LISTEN_FD_ENV = "LIBRARIAN_RUN_POOL_LISTEN_FD"
 WORKERS_ENV = "LIBRARIAN_RUN_POOL_WORKERS"  # workers handed over to the replacing pool
 PROFILE_ENV = "LIBRARIAN_RUN_POOL_PROFILE_DIR"  # set: profile every run into this folder
@@ -336,15 +334,15 @@ class WarmPool:
 
     def _launch(self, run_id: str, code_version: str | None, conn: socket.socket,
                 ) -> dict[str, Any] | None:
-        if code_version and self.state.code_version not in (None, code_version):
+        stale = ("the code location was reloaded"
+                 if code_version and self.state.code_version not in (None, code_version)
+                 else "project code changed on disk"
+                 if self._fingerprint != code_fingerprint(self._watched) else None)
+        if stale:
             # Reply first: the launcher retries and reaches the replaced pool on this socket.
             conn.sendall(json.dumps({"ok": False, "retry": True}).encode() + b"\n")
             conn.close()
-            self._replace_self("the code location was reloaded")
-        if self._fingerprint != code_fingerprint(self._watched):
-            conn.sendall(json.dumps({"ok": False, "retry": True}).encode() + b"\n")
-            conn.close()
-            self._replace_self("project code changed on disk")
+            self._replace_self(stale)
         self.state.code_version = code_version or self.state.code_version
         hazards = fork_hazards(self._keep_fds | {conn.fileno(), 0, 1, 2})
         if hazards:
@@ -448,8 +446,10 @@ class WarmPool:
             self.state.exited.pop(next(iter(self.state.exited)))
         log.info("run %s: worker pid %d exited %d (%.2f s, cpu %.2f s, peak private %d KB)",
                  worker.run_id, pid, exitcode, done.seconds, done.cpu_seconds, done.peak_uss_kb)
-        # Usually the worker recorded the run's end itself (exit 0, or 1 for a failed run); a
-        # worker that died or failed before Dagster could record anything did not.
+        if exitcode == 0:
+            return  # Dagster's entry point returned normally: it recorded the run's end
+        # Exit 1 is usually a failed run Dagster recorded; a worker that died, or failed before
+        # Dagster could record anything, left its run unfinished: look.
         try:
             self._report_dead_worker(worker, exitcode)
         except Exception:
@@ -478,20 +478,7 @@ class WarmPool:
     def _sample_memory(self) -> None:
         """Peak private (unshared) memory per worker: what a run really costs next to the pool."""
         for worker in self.state.workers.values():
-            try:
-                text = Path(f"/proc/{worker.pid}/smaps_rollup").read_text()
-            except OSError:
-                continue
-            private = sum(int(line.split()[1]) for line in text.splitlines()
-                          if line.startswith(("Private_Clean:", "Private_Dirty:")))
-            worker.peak_uss_kb = max(worker.peak_uss_kb, private)
-
-
-def _is_zombie_child(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
+            worker.peak_uss_kb = max(worker.peak_uss_kb, private_memory_kb(worker.pid) or 0)
 
 
 def main(socket_path: str, modules: list[str]) -> int:
@@ -499,7 +486,8 @@ def main(socket_path: str, modules: list[str]) -> int:
     pool = WarmPool(socket_path, modules, int(listen_fd) if listen_fd else None,
                     int(os.environ.pop(GENERATION_ENV, "0")))
     for pid, run_id, ticks in json.loads(os.environ.pop(WORKERS_ENV, "[]")):
-        if is_alive(pid, ticks) or _is_zombie_child(pid):
+        # Still running, or exited and not reaped yet: either way still ours to reap.
+        if start_ticks(pid) == ticks:
             pool.state.workers[pid] = Worker(pid, run_id, ticks, time.monotonic())
     pool.serve_forever()
     return 0

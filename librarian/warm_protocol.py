@@ -124,22 +124,34 @@ def pool_socket_path(dagster_home: str) -> str:
     return str(configured) if configured else os.path.join(dagster_home, SOCKET_NAME)
 
 
-def start_ticks(pid: int) -> int | None:
-    """The process start time in clock ticks since boot (``/proc/<pid>/stat`` field 22)."""
+def proc_stat(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from field 3 on (state, ppid, …), or None if there is no such pid."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after its last ')'.
-    fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[19])
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (field 22), zombies included."""
+    fields = proc_stat(pid)
+    return int(fields[19]) if fields else None
 
 
 def is_alive(pid: int, ticks: int | None) -> bool:
     """Whether ``pid`` is still the process that was started at ``ticks`` (and not a zombie)."""
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z" and (ticks is None or int(fields[19]) == ticks)
+
+
+def private_memory_kb(pid: int) -> int | None:
+    """Memory the process does not share (with the process it was forked from, say). Costly:
+    the kernel walks the page tables."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
-        return False
-    fields = stat[stat.rindex(")") + 2:].split()
-    return fields[0] != "Z" and (ticks is None or int(fields[19]) == ticks)
+        return None
+    return sum(int(line.split()[1]) for line in text.splitlines()
+               if line.startswith(("Private_Clean:", "Private_Dirty:")))
