@@ -11,6 +11,8 @@ from pathlib import Path
 
 from librarian.settings import Settings
 
+log = logging.getLogger("librarian")
+
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
     from librarian.catalog import migrate
@@ -37,6 +39,22 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     with DagsterInstance.get() as instance:
         EventMirror(instance, store).run_forever(
             stop, listen_dsn=libpq_dsn(settings.dagster_database_url))
+    return 0
+
+
+def cmd_embed_server(args: argparse.Namespace) -> int:
+    from librarian.embedder import Embedder
+    from librarian.embedding_service import serve
+
+    settings = Settings()
+    # One intra-op thread: the service runs one request per core side by side instead.
+    embedder = Embedder(settings.embedding_model_path, settings.embedding_tokenizer_path,
+                        name=settings.embedding_model_name, threads=1,
+                        cache_dir=settings.model_cache_dir.resolve(),
+                        quantize=settings.embedding_quantize)
+    path = Path(args.socket).resolve() if args.socket else settings.embedding_socket
+    log.info("embedding service for %s on %s", embedder.name, path)
+    serve(path, embedder)
     return 0
 
 
@@ -127,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     pool.add_argument("--module", action="append",
                       help="code location module to preload (repeatable)")
     pool.set_defaults(func=cmd_run_pool)
+    embed = sub.add_parser("embed-server", help="hold the embedding model for every process")
+    embed.add_argument("--socket", help="default: <data dir>/embedder.sock")
+    embed.set_defaults(func=cmd_embed_server)
     sub.add_parser("migrate", help="apply catalog migrations").set_defaults(func=cmd_migrate)
     from librarian.client_cli import add_commands, run_api_command
 

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from librarian.model_quantization import SUFFIX as QUANTIZED_SUFFIX
+
 DEV_S3_SECRET = "minioadmin"
 
 
@@ -70,6 +72,15 @@ class Settings(BaseSettings):
     embedding_model_path: Path | None = None
     embedding_tokenizer_path: Path | None = None
     embedding_model_name: str = "all-MiniLM-L6-v2-int8"
+    # Run the model with int8 MatMuls (a copy made once under ``data_dir/cache/onnx``): ~2x less
+    # CPU per chunk (bench/search_quality.py). Its vectors differ slightly, so they are stored
+    # under the name plus "-dq8", in their own collection: switching either way means
+    # re-ingesting for search to find the earlier pages.
+    embedding_quantize: bool = True
+    # The host's embedding service (``librarian embed-server``), which holds the loaded model
+    # for every run worker and the API; unset means ``data_dir/embedder.sock``. Without a
+    # service there, each process loads the model itself.
+    embedding_service_socket: Path | None = None
 
     # How Dagster starts run workers: forked from the warm run pool, or Dagster's stock launcher
     # (a fresh interpreter per run through the code server).
@@ -110,6 +121,19 @@ class Settings(BaseSettings):
     @property
     def objects_path(self) -> Path:
         return self.data_dir / "objects"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "cache" / "onnx"
+
+    @property
+    def embedding_socket(self) -> Path:
+        return (self.embedding_service_socket or self.data_dir / "embedder.sock").resolve()
+
+    @property
+    def stored_embedding_model(self) -> str:
+        """The model name vectors are stored (and searched) under."""
+        return self.embedding_model_name + (QUANTIZED_SUFFIX if self.embedding_quantize else "")
 
     @property
     def dagster_graphql_url(self) -> str:

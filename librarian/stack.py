@@ -1,8 +1,8 @@
 """Starts Librarian's processes, waits until each is ready, and stops them all.
 
 Used by ``librarian run`` (``make run``) and by the end-to-end tests, so both exercise the same
-start-up: one shared Dagster code server, the warm run pool, dagster-webserver, dagster-daemon,
-the event mirror and the API, each in its own process group with its output in ``<data>/logs``.
+start-up: one shared Dagster code server, the embedding service, the warm run pool,
+dagster-webserver, dagster-daemon, the event mirror and the API, each in its own process group with its output in ``<data>/logs``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import httpx
 import yaml
 
 from librarian.embedded import port_open
+from librarian.embedding_service import EmbeddingClient
 from librarian.warm_protocol import PoolUnavailable, pool_socket_path, request
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL_ARGV = [sys.executable, "-m", "librarian", "run-pool"]
+EMBEDDER_ARGV = [sys.executable, "-m", "librarian", "embed-server"]
 
 
 @dataclass
@@ -84,9 +86,12 @@ class Stack:
         self._spawn("code-server", [_bin("dagster"), "code-server", "start", "-h", h, "-p",
                                     str(self.ports.code_server), "-m",
                                     "librarian_assets.definitions"])
+        self._spawn("embedder", EMBEDDER_ARGV)
         if self.launcher == "warm":
             self._spawn("run-pool", POOL_ARGV)
         self._wait("code-server", lambda: port_open(h, self.ports.code_server), 120)
+        # Runs started before it answers would each load the model themselves: correct, slower.
+        self._wait("embedder", self.embedder_ready, 120)
         if self.launcher == "warm":
             # Before the daemon dequeues anything: runs launched without a pool fall back to
             # the stock launcher (correct, but slow).
@@ -124,6 +129,14 @@ class Stack:
     @property
     def pool_socket(self) -> str:
         return pool_socket_path(str(self.dagster_home))
+
+    def embedder_ready(self) -> bool:
+        return EmbeddingClient(self.embedder_socket).ping() is not None
+
+    @property
+    def embedder_socket(self) -> Path:
+        configured = self.process_env().get("LIBRARIAN_EMBEDDING_SERVICE_SOCKET")
+        return Path(configured) if configured else self.data_dir / "embedder.sock"
 
     def pool_ready(self) -> bool:
         try:

@@ -32,8 +32,13 @@ class AppState:
         # Loaded on the first search, not at start-up: most API processes never need it.
         if self._embedder is None:
             s = self.settings
+            # The same model, copy and name as the pipeline's: queries must land in the
+            # collection its vectors went to.
             self._embedder = Embedder(s.embedding_model_path, s.embedding_tokenizer_path,
-                                      name=s.embedding_model_name)
+                                      name=s.embedding_model_name,
+                                      cache_dir=s.model_cache_dir.resolve(),
+                                      quantize=s.embedding_quantize,
+                                      service=s.embedding_socket)
         return self._embedder
 
 

@@ -48,7 +48,9 @@ def build_definitions(settings: Settings) -> Definitions:
                 if settings.embedding_model_path else None,
                 tokenizer_path=str(settings.embedding_tokenizer_path)
                 if settings.embedding_tokenizer_path else None,
-                cache_dir=str(data_dir / "cache" / "onnx")),
+                cache_dir=str(settings.model_cache_dir.resolve()),
+                quantize=settings.embedding_quantize,
+                service_socket=str(settings.embedding_socket)),
             "catalog": CatalogResource(database_url=settings.database_url),
             "objects": ObjectStoreResource(
                 local_path=None if settings.s3_endpoint else str(data_dir / "objects"),

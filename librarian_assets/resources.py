@@ -39,19 +39,24 @@ class EmbedderResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     model_path: str | None = None
     tokenizer_path: str | None = None
     cache_dir: str | None = None
+    quantize: bool = False
+    service_socket: str | None = None
 
     def embedder(self, threads: int = 0) -> Embedder:
         return _embedder(self.model_name, self.model_path, self.tokenizer_path, threads,
-                         self.cache_dir)
+                         self.cache_dir, self.quantize, self.service_socket)
 
 
 @cache
 def _embedder(name: str, model_path: str | None, tokenizer_path: str | None,
-              threads: int, cache_dir: str | None) -> Embedder:
+              threads: int, cache_dir: str | None, quantize: bool,
+              service_socket: str | None) -> Embedder:
     # One loaded model per process: the ONNX session is the expensive part.
     return Embedder(Path(model_path) if model_path else None,
                     Path(tokenizer_path) if tokenizer_path else None, name=name,
-                    threads=threads, cache_dir=Path(cache_dir) if cache_dir else None)
+                    threads=threads, cache_dir=Path(cache_dir) if cache_dir else None,
+                    quantize=quantize,
+                    service=Path(service_socket) if service_socket else None)
 
 
 class CatalogResource(ConfigurableResource):  # type: ignore[misc,type-arg]

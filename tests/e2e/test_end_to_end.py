@@ -14,6 +14,7 @@ import pytest
 from librarian.canonical_url import canonicalize
 from librarian.catalog import item_id_for
 from librarian.embedded import free_port
+from librarian.embedding_service import EmbeddingClient
 from librarian.object_store import LocalObjectStore
 from librarian.settings import Settings
 from librarian.stack import Stack
@@ -50,6 +51,9 @@ def read_stream(url: str, timeout: float = 90) -> list[dict[str, Any]]:
 def test_a_submitted_url_streams_its_progress_and_lands_in_the_library(
         api: str, stack: Stack, page_server: PageServer, instance: Any) -> None:
     url = page_server.url("/article.html") + "?utm_source=newsletter"
+    embedder = EmbeddingClient(stack.embedder_socket)
+    before = embedder.ping()
+    assert before is not None
     response = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30)
     assert response.status_code == 202, response.text
     job = response.json()
@@ -87,8 +91,18 @@ def test_a_submitted_url_streams_its_progress_and_lands_in_the_library(
     markdown = LocalObjectStore(stack_settings.objects_path).get(result["object_key"])
     assert b"Cherry tomatoes" in markdown
     vectors = VectorStore(path=stack_settings.qdrant_path)
-    assert vectors.count_item(item_id=result["item_id"], model="all-MiniLM-L6-v2-int8",
-                              dimension=384) == item["versions"][0]["chunk_count"]
+    chunks = item["versions"][0]["chunk_count"]
+    assert vectors.count_item(item_id=result["item_id"], model="all-MiniLM-L6-v2-int8-dq8",
+                              dimension=384) == chunks
+    # The run embedded through the host's embedding service, not a model of its own.
+    after = embedder.ping()
+    assert after is not None and after["texts"] - before["texts"] >= chunks > 0
+    # The API embeds the query with the same model (through the same service): dense search
+    # lands in the collection the run wrote.
+    found = httpx.get(f"{api}/api/v1/search", params={"q": "how to grow cherry tomatoes",
+                                                      "mode": "dense"}, timeout=30).json()
+    assert found["results"][0]["item_id"] == result["item_id"], found
+    assert embedder.ping()["texts"] > after["texts"]  # type: ignore[index]
 
     from dagster import AssetKey
 

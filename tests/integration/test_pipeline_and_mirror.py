@@ -63,7 +63,7 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
     assert files.get(keys["raw"]) == page_server.pages["/article.html"][2]
     chunks = item["versions"][0]["chunk_count"]
     vectors = VectorStore(path=settings.qdrant_path)
-    assert vectors.count_item(item_id=item_id, model=settings.embedding_model_name,
+    assert vectors.count_item(item_id=item_id, model=settings.stored_embedding_model,
                               dimension=384) == chunks > 0
 
     mats = result.asset_materializations_for_node("load")
@@ -105,7 +105,7 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
     mat = again.asset_materializations_for_node("load")[0]
     assert mat.metadata["changed"].value is False
     assert mat.metadata["vectors_reused"].value is True
-    assert vectors.count_item(item_id=item_id, model=settings.embedding_model_name,
+    assert vectors.count_item(item_id=item_id, model=settings.stored_embedding_model,
                               dimension=384) == chunks
 
     # Changed content: a new version, and the old version's vectors replaced by the new ones.
@@ -121,7 +121,7 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
     assert catalog.count_versions(item_id) == 2
     latest = catalog.get_item(item_id)
     assert latest is not None and latest["current_version"] == 2
-    assert vectors.count_item(item_id=item_id, model=settings.embedding_model_name,
+    assert vectors.count_item(item_id=item_id, model=settings.stored_embedding_model,
                               dimension=384) == latest["versions"][0]["chunk_count"]
     catalog.close()
 
@@ -216,7 +216,7 @@ def test_a_failed_refresh_leaves_the_last_good_version(
     assert after["current_version"] == before["current_version"] == 1
     assert after["versions"] == before["versions"]
     vectors = VectorStore(path=settings.qdrant_path)
-    assert vectors.count_item(item_id=item_id, model=settings.embedding_model_name,
+    assert vectors.count_item(item_id=item_id, model=settings.stored_embedding_model,
                               dimension=384) == before["versions"][0]["chunk_count"]
 
 
