@@ -106,9 +106,9 @@ class Sites:
             server.stop()
 
 
-def floor(bodies: list[bytes], sites: Sites, workdir: Path, database_url: str) -> list[float]:
+def floor(bodies: list[bytes], sites: Sites, workdir: Path, database_url: str,
+          embedder: Embedder) -> list[float]:
     fetcher = Fetcher(FetchLimits(allow_networks=("127.0.0.0/8",)))
-    embedder = Embedder()
     catalog = Catalog(database_url)
     files = LocalObjectStore(workdir / "floor-objects")
     vectors = VectorStore(path=workdir / "floor-qdrant")
@@ -411,8 +411,11 @@ def main() -> None:
     results: dict[str, object] = {}
     try:
         migrate(f"{pg_base}/{floor_db}")
-        floor(latency[:1], sites, work, f"{pg_base}/{floor_db}")  # load the model once
-        floor_times = floor(latency[1:args.runs + 1], sites, work, f"{pg_base}/{floor_db}")
+        # The pipeline's model (the int8-MatMul copy), loaded once, before the clock starts.
+        embedder = Embedder(cache_dir=work / "floor-onnx", quantize=True)
+        floor(latency[:1], sites, work, f"{pg_base}/{floor_db}", embedder)
+        floor_times = floor(latency[1:args.runs + 1], sites, work, f"{pg_base}/{floor_db}",
+                            embedder)
         results["floor"] = {"ms_p50": round(statistics.median(floor_times) * 1000),
                             "ms_p95": round(pct(floor_times, .95) * 1000),
                             "urls_per_min_one_process": round(

@@ -14,9 +14,11 @@ Fork safety. ``fork`` copies memory but only the calling thread, so anything tha
 a lock another thread may hold, or a connection to a server must not exist in the parent:
 
 * Safe to preload (and preloaded): modules — Dagster, SQLAlchemy, psycopg2, the code location
-  with trafilatura, lxml, numpy, onnxruntime's and tokenizers' Python modules; the ``Definitions``
-  object; the model file's bytes in the page cache. Imports create no threads (checked before
-  every fork).
+  with trafilatura, lxml, numpy and tokenizers' Python module; the ``Definitions`` object.
+  Imports create no threads (checked before every fork); ``onnxruntime`` is the exception (its
+  import starts one), so the pool never imports it. Workers do not load the embedding model at
+  all: they ask the host's embedding service (:mod:`librarian.embedding_service`), and load it
+  themselves only when that service is away.
 * Not safe, so never created in the parent: the ONNX ``InferenceSession`` (it starts a native
   thread pool whose threads would not exist in the child, and its ``Run`` waits on them), a
   tokenizer that has encoded anything (its Rust thread pool), gRPC channels (gRPC's core threads
