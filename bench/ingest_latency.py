@@ -15,6 +15,8 @@ and measures:
   stock launcher, which needs ~4× as long for the same number);
 * per-run worker CPU seconds and peak memory (RSS high-water mark, and peak private memory: what
   a worker does not share with the process it came from), sampled from ``/proc``.
+* CPU per URL of the whole machine during the batch (every process, PostgreSQL included), and
+  the share of it spent in the embedding service (which run workers hand their chunks to).
 
 Pages: real pages of the WCXB dev corpus (``../shared/corpus/wcxb-dev``) served from four
 loopback addresses (four "sites", so per-site concurrency limits apply as to a watchlist of many
@@ -248,6 +250,19 @@ class WorkerSampler:
                     s.private_kb for s in workers) / 1024)}
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent not idle since boot (/proc/stat)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
 def _descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
@@ -322,6 +337,8 @@ def run_launcher(launcher: str, args: argparse.Namespace, pg_base: str, redis_ur
         if many:
             urls = [sites.add(body) for body in many]
             since = time.time() - 1
+            embedder_pid = stack.procs["embedder"].pid
+            busy, embedding = machine_busy_s(), process_cpu_s(embedder_pid)
             started = time.time()
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(lambda chunk: httpx.post(f"{api}/api/v1/ingest/batch",
@@ -332,6 +349,12 @@ def run_launcher(launcher: str, args: argparse.Namespace, pg_base: str, redis_ur
             report["batch_submit_s"] = round(submitted, 1)
             report["batch_urls_per_min"] = round(len(urls) / (last - started) * 60, 1)
             report["batch_statuses"] = statuses
+            # All CPU the machine spent per URL (every process of the stack, PostgreSQL, the
+            # page servers); and the part of it the embedding service spent.
+            report["batch_machine_cpu_s_per_url"] = round(
+                (machine_busy_s() - busy) / len(urls), 2)
+            report["batch_embedder_cpu_s_per_url"] = round(
+                (process_cpu_s(embedder_pid) - embedding) / len(urls), 2)
             print(launcher, "batch", report["batch_urls_per_min"], statuses, flush=True)
 
             urls = [sites.add(body) for body in many]
