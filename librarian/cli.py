@@ -54,6 +54,12 @@ def cmd_embed_server(args: argparse.Namespace) -> int:
                         quantize=settings.embedding_quantize)
     path = Path(args.socket).resolve() if args.socket else settings.embedding_socket
     log.info("embedding service for %s on %s", embedder.name, path)
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(0)  # unwinds serve(), which removes its socket file
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     serve(path, embedder)
     return 0
 

@@ -138,13 +138,15 @@ def serve(path: Path, embedder: Embedder, stop: threading.Event | None = None) -
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)  # a socket file left by a killed service
     slots = max(1, len(os.sched_getaffinity(0)))
-    with _Server(str(path), embedder, slots) as server:
-        if stop is None:
-            server.serve_forever(poll_interval=0.5)
-            return
-        thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
-        thread.start()
-        stop.wait()
-        server.shutdown()
-        thread.join()
-    path.unlink(missing_ok=True)
+    try:
+        with _Server(str(path), embedder, slots) as server:
+            if stop is None:
+                server.serve_forever(poll_interval=0.5)
+                return
+            thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
+            thread.start()
+            stop.wait()
+            server.shutdown()
+            thread.join()
+    finally:
+        path.unlink(missing_ok=True)

@@ -2,7 +2,8 @@
 
 Used by ``librarian run`` (``make run``) and by the end-to-end tests, so both exercise the same
 start-up: one shared Dagster code server, the embedding service, the warm run pool,
-dagster-webserver, dagster-daemon, the event mirror and the API, each in its own process group with its output in ``<data>/logs``.
+dagster-webserver, dagster-daemon, the event mirror and the API, each in its own process group
+with its output in ``<data>/logs``.
 """
 
 from __future__ import annotations
