@@ -1,4 +1,5 @@
-"""``GET /api/v1/health``: Redis, the catalog and Dagster, each checked with a short timeout."""
+"""``GET /api/v1/health``: Redis, the catalog and Dagster, each checked with a short timeout;
+the event mirror and the embedding service reported."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from librarian.embedding_service import EmbeddingClient
 from librarian_api.state import app_state
 
 TIMEOUT = 3.0
@@ -39,7 +41,11 @@ async def health(request: Request) -> JSONResponse:
         mirror = {k.decode(): float(v) for k, v in raw.items()}
         if "written_at" in mirror:
             mirror["seconds_since_write"] = round(time.time() - mirror.pop("written_at"), 1)
+    # Reported, not checked: without the service each process loads the model itself.
+    service = await run_in_threadpool(EmbeddingClient(state.settings.embedding_socket).ping)
+    embedding = ({"status": "ok", "model": service["model"], "texts": service["texts"]}
+                 if service else {"status": "not running: each process loads the model itself"})
     # The mirror is reported, not checked: an idle mirror has nothing to write.
     return JSONResponse({"status": "ok" if not down else "unavailable", "down": down,
-                         "checks": report, "mirror": mirror},
+                         "checks": report, "mirror": mirror, "embedding_service": embedding},
                         status_code=503 if down else 200)

@@ -86,7 +86,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {"name": "mode", "in": "query", "schema": {"type": "string",
                                                    "enum": ["hybrid", "dense", "sparse"]}},
         *FILTERS, PAGING[0]]),
-    ("/api/v1/health", "get"): _op("Health of Redis, the catalog and Dagster", {
+    ("/api/v1/health", "get"): _op("Health of Redis, the catalog and Dagster (the mirror and "
+                                   "the embedding service reported)", {
         "200": "all up", "503": "something is down"}),
     ("/api/v1/openapi.json", "get"): _op("This document", {"200": "OpenAPI document"}),
 }

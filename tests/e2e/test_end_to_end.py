@@ -184,6 +184,9 @@ def test_health_is_ok_when_everything_runs(api: str) -> None:
     assert body["checks"] == {"redis": "ok", "catalog": "ok", "dagster": "ok"}
     # The mirror has written (earlier tests ran jobs) and says how far behind it was.
     assert body["mirror"]["lag_ms"] >= 0 and body["mirror"]["cursor"] > 0
+    service = body["embedding_service"]
+    assert service["status"] == "ok" and service["model"] == "all-MiniLM-L6-v2-int8-dq8"
+    assert service["texts"] > 0  # earlier tests' runs embedded through it
 
 
 def _worker_pid(instance: Any, run_id: str, timeout: float = 60) -> int:

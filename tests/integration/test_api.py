@@ -124,6 +124,8 @@ def test_health_names_what_is_down(api: str) -> None:
     body = response.json()
     assert body["down"] == ["dagster"]
     assert body["checks"]["redis"] == "ok" and body["checks"]["catalog"] == "ok"
+    # No embedding service in this test: reported, and not counted as down.
+    assert body["embedding_service"]["status"].startswith("not running")
 
 
 def test_stream_replays_from_the_start_then_follows_until_the_terminal_event(
