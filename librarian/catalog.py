@@ -143,6 +143,15 @@ class Catalog:
                 changed = existing is None
                 if existing is not None:
                     version = int(existing)
+                    # Same content embedded again, by another model (after a model change): the
+                    # version's vectors are now that model's.
+                    conn.execute(sa.text("""
+                        UPDATE item_versions SET embedding_model = :embedding_model,
+                            chunk_count = :chunk_count
+                        WHERE item_id = :id AND version = :version
+                          AND embedding_model IS DISTINCT FROM :embedding_model"""),
+                        {"id": item_id, "version": version, "chunk_count": v.chunk_count,
+                         "embedding_model": v.embedding_model})
                 else:
                     version = conn.execute(sa.text("""
                         INSERT INTO item_versions (item_id, version, content_hash, final_url,
@@ -203,6 +212,20 @@ class Catalog:
                 " ON v.item_id = i.id AND v.version = i.current_version WHERE i.id = :id"),
                 {"id": item_id_for(canonical_url)}).mappings().first()
         return dict(row) if row else None
+
+    def embedded_with_other_model(self, model: str, limit: int) -> tuple[list[str], int]:
+        """Canonical URLs (oldest first, at most ``limit``) of items whose current version's
+        vectors come from another model than ``model``, and how many such items there are."""
+        stale = ("FROM items i JOIN item_versions v ON v.item_id = i.id"
+                 " AND v.version = i.current_version"
+                 " WHERE v.embedding_model IS DISTINCT FROM :model")
+        with self.engine.connect() as conn:
+            total = int(conn.execute(sa.text(f"SELECT count(*) {stale}"),
+                                     {"model": model}).scalar_one())
+            urls = conn.execute(sa.text(
+                f"SELECT i.canonical_url {stale} ORDER BY i.updated_at, i.id LIMIT :limit"),
+                {"model": model, "limit": limit}).scalars().all()
+        return [str(u) for u in urls], total
 
     def get_item_by_url(self, canonical_url: str) -> dict[str, Any] | None:
         return self.get_item(item_id_for(canonical_url))

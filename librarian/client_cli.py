@@ -157,6 +157,17 @@ def cmd_search(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reembed(client: ApiClient, args: argparse.Namespace) -> int:
+    body = client.call("POST", "/library/reembed")
+    if args.json:
+        print(json.dumps(body, indent=2))
+    else:
+        print(f"{body['stale']} item(s) embedded with another model than {body['model']}; "
+              f"{body['accepted']} refresh run(s) submitted, {body['remaining']} left for the "
+              "next call")
+    return 0 if body["remaining"] == 0 or body["accepted"] else 1
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from librarian.settings import Settings
 
@@ -210,6 +221,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("query")
     p.add_argument("--limit", type=int, default=10)
     p.set_defaults(api_func=cmd_search)
+    p = api_command("reembed", "refresh items whose vectors come from another model")
+    p.set_defaults(api_func=cmd_reembed)
     p = sub.add_parser("watch", help="edit the watchlist the sensor reads")
     p.add_argument("action", choices=["add", "remove", "list"])
     p.add_argument("urls", nargs="*")

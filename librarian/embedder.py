@@ -65,7 +65,7 @@ class Embedder:
     def __init__(self, model_path: Path | None = None, tokenizer_path: Path | None = None,
                  name: str = DEFAULT_MODEL_NAME, threads: int = 0,
                  cache_dir: Path | None = None, quantize: bool = False,
-                 service: Path | None = None) -> None:
+                 service: Path | None = None, service_timeout: float = 60.0) -> None:
         default_model, default_tokenizer = (None, None)
         if model_path is None or tokenizer_path is None:
             default_model, default_tokenizer = packaged_model_files()
@@ -73,19 +73,21 @@ class Embedder:
         self.tokenizer_path = tokenizer_path or default_tokenizer
         # Dynamic int8 quantisation (``model_quantization``): ~2x less CPU per chunk, slightly
         # different vectors, so the name (and the vector collection) says so.
-        self.quantize = quantize
-        self.name = name + QUANTIZED_SUFFIX if quantize else name
+        # Only the packaged model: the recipe's NaN-guard removal relies on its tokenizer, and
+        # its vectors were checked (bench/search_quality.py); another model runs as given.
+        self.quantize = quantize and model_path is None
+        self.name = name + QUANTIZED_SUFFIX if self.quantize else name
         # 0: one thread per core (lowest latency for one page); 1: no thread pool at all (least
         # CPU per chunk when several runs share the cores: 94 vs 110 ms of CPU per 256 tokens).
         self.threads = threads
         # Where the graph ONNX Runtime optimised for this machine is kept: every run worker is a
         # new process, and loading the optimised graph takes ~0.12 s instead of ~0.26 s.
         self.cache_dir = cache_dir
-        if quantize and cache_dir is None:
+        if self.quantize and cache_dir is None:
             raise ValueError("a quantised model needs a cache_dir to keep its quantised copy in")
         # The host's embedding service (``embedding_service``), tried first when given: it holds
         # the loaded model, so this process never loads its own unless the service is away.
-        self._service = EmbeddingClient(service) if service is not None else None
+        self._service = EmbeddingClient(service, service_timeout) if service is not None else None
         self._service_retry_at = 0.0
         self._session: Any = None
         self._tokenizer: Any = None
@@ -164,6 +166,8 @@ class Embedder:
                 if vectors.shape[0] == len(texts):
                     self._dimension = int(vectors.shape[1])
                     return vectors
+        if not texts:
+            return np.zeros((0, self._dimension or 0), dtype=np.float32)
         if self._session is None:
             self._load()
         rows = [self._embed_batch(texts[i:i + BATCH]) for i in range(0, len(texts), BATCH)]

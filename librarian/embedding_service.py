@@ -22,6 +22,7 @@ the model itself (embedding is a pure function: redoing it is safe).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 REQUEST_LIMIT = 16 * 1024 * 1024  # 256 chunks of 180 words are ~0.3 MB
 MAX_TEXTS = 1024
+MAX_TEXT_CHARS = 64 * 1024
 
 
 class ServiceUnavailable(Exception):
@@ -49,38 +51,42 @@ class EmbeddingClient:
         self.timeout = timeout
 
     def embed(self, model: str, texts: list[str]) -> np.ndarray:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        # The model reads 256 tokens at most: longer texts are cut where no token can be lost
+        # (a token is at most ~100 characters), so no page's chunk makes a request too large.
+        texts = [t[:MAX_TEXT_CHARS] for t in texts]
+        request = json.dumps({"model": model, "texts": texts}, ensure_ascii=False).encode()
+        if len(texts) > MAX_TEXTS or len(request) >= REQUEST_LIMIT:
+            raise ServiceUnavailable(f"request of {len(texts)} texts is too large to send")
         try:
-            sock.connect(str(self.path))
-            sock.sendall(json.dumps({"model": model, "texts": texts}).encode() + b"\n")
-            reader = sock.makefile("rb")
-            header = json.loads(reader.readline(65536) or b"{}")
-            if not header.get("ok"):
-                raise ServiceUnavailable(str(header.get("error", "no reply")))
-            rows, dim = int(header["rows"]), int(header["dim"])
-            body = reader.read(rows * dim * 4)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(str(self.path))
+                sock.sendall(request + b"\n")
+                with sock.makefile("rb") as reader:
+                    header = json.loads(reader.readline(65536) or b"{}")
+                    if not isinstance(header, dict) or not header.get("ok"):
+                        error = header.get("error") if isinstance(header, dict) else header
+                        raise ServiceUnavailable(f"embedding service refused: {error}")
+                    rows, dim = int(header["rows"]), int(header["dim"])
+                    body = reader.read(rows * dim * 4)
             if len(body) != rows * dim * 4:
-                raise ServiceUnavailable("reply cut short")
+                raise ServiceUnavailable("embedding service reply cut short")
             return np.frombuffer(body, dtype="<f4").reshape(rows, dim).astype(np.float32)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ServiceUnavailable(f"embedding service at {self.path}: {exc}") from exc
-        finally:
-            sock.close()
 
     def ping(self) -> dict[str, Any] | None:
         """The service's model and how many texts it embedded; None when none answers."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(2.0)
         try:
-            sock.connect(str(self.path))
-            sock.sendall(b'{"op": "ping"}\n')
-            reply = json.loads(sock.makefile("rb").readline(65536) or b"{}")
-            return dict(reply) if reply.get("ok") else None
-        except (OSError, ValueError, KeyError):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2.0)
+                sock.connect(str(self.path))
+                sock.sendall(b'{"op": "ping"}\n')
+                with sock.makefile("rb") as reader:
+                    reply = json.loads(reader.readline(65536) or b"{}")
+            return dict(reply) if isinstance(reply, dict) and reply.get("ok") else None
+        except (OSError, ValueError):
             return None
-        finally:
-            sock.close()
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
@@ -103,7 +109,9 @@ class _Handler(socketserver.StreamRequestHandler):
             line = self.rfile.readline(REQUEST_LIMIT + 1)
             if len(line) > REQUEST_LIMIT or not line.endswith(b"\n"):
                 return self._refuse("request too large or cut short")
-            request: dict[str, Any] = json.loads(line)
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                return self._refuse("a request is a JSON object")
             embedder = self.server.embedder
             if request.get("op") == "ping":
                 status = {"ok": True, "model": embedder.name, "texts": self.server.texts}
@@ -115,8 +123,11 @@ class _Handler(socketserver.StreamRequestHandler):
                 return self._refuse(f"texts must be a list of at most {MAX_TEXTS} strings")
             if request.get("model") != embedder.name:
                 return self._refuse(f"this service embeds with model {embedder.name!r}")
-            with self.server.slots:
-                vectors = embedder.embed(texts) if texts else np.zeros((0, 0), np.float32)
+            try:
+                with self.server.slots:
+                    vectors = embedder.embed(texts) if texts else np.zeros((0, 0), np.float32)
+            except Exception as exc:  # tokenizer and engine raise their own types
+                return self._refuse(f"embedding failed: {type(exc).__name__}: {exc}")
             with self.server.counting:
                 self.server.texts += len(texts)
             header = {"ok": True, "rows": int(vectors.shape[0]), "dim": int(vectors.shape[1])}
@@ -132,14 +143,28 @@ class _Handler(socketserver.StreamRequestHandler):
 
 def serve(path: Path, embedder: Embedder, stop: threading.Event | None = None) -> None:
     """Load the model, then answer requests until ``stop`` is set (or forever)."""
-    if EmbeddingClient(path).ping() is not None:
-        raise RuntimeError(f"an embedding service already answers at {path}")
-    embedder.embed(["load the model and run it once before the first request"])
     path.parent.mkdir(parents=True, exist_ok=True)
+    # One service per socket: the lock is held for the service's life (the kernel drops it
+    # when the process dies, however it dies), so a second one never unlinks a live socket.
+    lock = open(path.with_name(path.name + ".lock"), "w")  # noqa: SIM115 (held until return)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise RuntimeError(f"an embedding service already serves {path}") from None
+    try:
+        _serve_locked(path, embedder, stop)
+    finally:
+        lock.close()
+
+
+def _serve_locked(path: Path, embedder: Embedder, stop: threading.Event | None) -> None:
+    embedder.embed(["load the model and run it once before the first request"])
     path.unlink(missing_ok=True)  # a socket file left by a killed service
     slots = max(1, len(os.sched_getaffinity(0)))
     try:
         with _Server(str(path), embedder, slots) as server:
+            os.chmod(path, 0o600)  # vectors for this user's processes only
             if stop is None:
                 server.serve_forever(poll_interval=0.5)
                 return

@@ -95,13 +95,16 @@ def _drop_nan_guards(source: Path, target: Path) -> int:
 def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # The quantiser logs a pre-processing hint on the root logger at WARNING for every model;
-    # it does not apply to dynamic quantisation of a transformer.
+    # The quantiser logs a pre-processing hint on the root logger for every model; it does not
+    # apply to dynamic quantisation of a transformer. Only that line is dropped.
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    root.addFilter(_drop_preprocessing_hint)
     try:
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
                          per_channel=True)
     finally:
-        root.setLevel(level)
+        root.removeFilter(_drop_preprocessing_hint)
+
+
+def _drop_preprocessing_hint(record: logging.LogRecord) -> bool:
+    return "consider to run pre-processing" not in record.getMessage()

@@ -72,10 +72,10 @@ class Settings(BaseSettings):
     embedding_model_path: Path | None = None
     embedding_tokenizer_path: Path | None = None
     embedding_model_name: str = "all-MiniLM-L6-v2-int8"
-    # Run the model with int8 MatMuls (a copy made once under ``data_dir/cache/onnx``): ~2x less
-    # CPU per chunk (bench/search_quality.py). Its vectors differ slightly, so they are stored
-    # under the name plus "-dq8", in their own collection: switching either way means
-    # re-ingesting for search to find the earlier pages.
+    # Run the packaged model with int8 MatMuls (a copy made once under ``data_dir/cache/onnx``;
+    # a model of your own runs as given): ~2x less CPU per chunk (bench/search_quality.py). Its
+    # vectors differ slightly, so they are stored under the name plus "-dq8", in their own
+    # collection: after switching, ``librarian reembed`` refreshes what the other one embedded.
     embedding_quantize: bool = True
     # The host's embedding service (``librarian embed-server``), which holds the loaded model
     # for every run worker and the API; unset means ``data_dir/embedder.sock``. Without a
@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     @property
     def stored_embedding_model(self) -> str:
         """The model name vectors are stored (and searched) under."""
-        return self.embedding_model_name + (QUANTIZED_SUFFIX if self.embedding_quantize else "")
+        quantized = self.embedding_quantize and self.embedding_model_path is None
+        return self.embedding_model_name + (QUANTIZED_SUFFIX if quantized else "")
 
     @property
     def dagster_graphql_url(self) -> str:

@@ -137,7 +137,7 @@ class Stack:
     @property
     def embedder_socket(self) -> Path:
         configured = self.process_env().get("LIBRARIAN_EMBEDDING_SERVICE_SOCKET")
-        return Path(configured) if configured else self.data_dir / "embedder.sock"
+        return Path(configured).resolve() if configured else self.data_dir / "embedder.sock"
 
     def pool_ready(self) -> bool:
         try:

@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/v1/ingest/{job_id}", ingest.status, methods=["GET"], name="job_status"),
         Route("/api/v1/stream/{job_id}", stream.stream, methods=["GET"], name="job_stream"),
         Route("/api/v1/library", library.list_items, methods=["GET"]),
+        Route("/api/v1/library/reembed", library.reembed, methods=["POST"]),
         Route("/api/v1/library/{item_id}", library.get_item, methods=["GET"],
               name="library_item"),
         Route("/api/v1/library/{item_id}", library.delete_item, methods=["DELETE"]),

@@ -43,7 +43,7 @@ async def health(request: Request) -> JSONResponse:
             mirror["seconds_since_write"] = round(time.time() - mirror.pop("written_at"), 1)
     # Reported, not checked: without the service each process loads the model itself.
     service = await run_in_threadpool(EmbeddingClient(state.settings.embedding_socket).ping)
-    embedding = ({"status": "ok", "model": service["model"], "texts": service["texts"]}
+    embedding = ({"status": "ok", "model": service.get("model"), "texts": service.get("texts")}
                  if service else {"status": "not running: each process loads the model itself"})
     # The mirror is reported, not checked: an idle mirror has nothing to write.
     return JSONResponse({"status": "ok" if not down else "unavailable", "down": down,

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -101,10 +102,18 @@ async def submit_batch(request: Request) -> JSONResponse:
                        ) from exc
     if not 1 <= len(urls) <= MAX_BATCH:
         raise ApiError(422, "invalid_request", f"send between 1 and {MAX_BATCH} URLs")
-    results = []
+    accepted, results = await submit_urls(request, urls, source="batch")
+    return JSONResponse({"accepted": accepted, "results": results},
+                        status_code=202 if accepted else 422)
+
+
+async def submit_urls(request: Request, urls: list[str], source: str
+                      ) -> tuple[int, list[dict[str, Any]]]:
+    """One result per URL, in order (a job, or that URL's error), and how many were accepted."""
+    results: list[dict[str, Any]] = []
     for url in urls:
         try:
-            response = await submit_url(request, canonicalize(url), source="batch")
+            response = await submit_url(request, canonicalize(url), source=source)
             results.append({"url": url, "status_code": response.status_code,
                             **json.loads(bytes(response.body))})
         except InvalidURL as exc:
@@ -113,9 +122,7 @@ async def submit_batch(request: Request) -> JSONResponse:
         except ApiError as exc:
             results.append({"url": url, "status_code": exc.status,
                             "error": {"code": exc.code, "message": exc.message}})
-    accepted = sum(1 for r in results if r["status_code"] in (200, 202))
-    return JSONResponse({"accepted": accepted, "results": results},
-                        status_code=202 if accepted else 422)
+    return sum(1 for r in results if r["status_code"] in (200, 202)), results
 
 
 async def list_jobs(request: Request) -> JSONResponse:

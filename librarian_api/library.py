@@ -17,7 +17,7 @@ from librarian.catalog import LibraryFilters
 from librarian.errors import StorageError
 from librarian.object_store import item_prefix
 from librarian_api.errors import ApiError
-from librarian_api.ingest import submit_url
+from librarian_api.ingest import MAX_BATCH, submit_url, submit_urls
 from librarian_api.state import AppState, app_state
 
 log = logging.getLogger("librarian.api")
@@ -134,8 +134,10 @@ async def delete_item(request: Request) -> JSONResponse:
             problems.append(f"vectors of the retired model {model} were left in place")
             continue
         try:
+            # The dimension may take a model round trip: never on the event loop.
+            dimension = await run_in_threadpool(lambda: state.embedder.dimension)
             await run_in_threadpool(partial(state.vectors.delete_item, item_id=item_id,
-                                            model=model, dimension=state.embedder.dimension))
+                                            model=model, dimension=dimension))
         except StorageError as exc:
             problems.append(exc.message)
     for problem in problems:
@@ -147,6 +149,25 @@ async def refresh_item(request: Request) -> JSONResponse:
     state = app_state(request)
     item = await _item_or_404(state, request.path_params["item_id"])
     return await submit_url(request, canonicalize(item["canonical_url"]), source="refresh")
+
+
+async def reembed(request: Request) -> JSONResponse:
+    """Refresh every item whose vectors come from another model than the configured one (after
+    changing ``LIBRARIAN_EMBEDDING_MODEL_*`` or ``_QUANTIZE``): dense search only sees vectors of
+    the current model. Up to ``MAX_BATCH`` runs per call; call again until ``remaining`` is 0."""
+    state = app_state(request)
+    model = state.settings.stored_embedding_model
+    urls, stale = await run_in_threadpool(state.catalog.embedded_with_other_model, model,
+                                          MAX_BATCH)
+    accepted, results = await submit_urls(request, urls, source="reembed")
+    body: dict[str, Any] = {"model": model, "stale": stale, "accepted": accepted,
+                            "remaining": stale - accepted, "results": results}
+    if stale and not accepted:
+        body["error"] = {"code": "submit_failed",
+                         "message": f"none of {len(urls)} refresh runs could be submitted; "
+                                    "each result says why"}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body, status_code=202)
 
 
 def _with_links(request: Request, item: dict[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "200": "item", "404": "unknown item"}, [ITEM_ID]),
     ("/api/v1/library/{item_id}", "delete"): _op("Delete an item, its files and vectors", {
         "200": "deleted", "404": "unknown item"}, [ITEM_ID]),
+    ("/api/v1/library/reembed", "post"): _op(
+        "Refresh items embedded with another model than the configured one (up to 500 a call)",
+        {"202": "runs submitted, or nothing stale", "503": "none could be submitted"}),
     ("/api/v1/library/{item_id}/refresh", "post"): _op("Ingest the item's URL again", {
         "202": "job created", "200": "a job is already running", "404": "unknown item"},
         [ITEM_ID]),

@@ -38,7 +38,9 @@ class AppState:
                                       name=s.embedding_model_name,
                                       cache_dir=s.model_cache_dir.resolve(),
                                       quantize=s.embedding_quantize,
-                                      service=s.embedding_socket)
+                                      # A search waits seconds, not a minute, for a
+                                      # wedged service before embedding the query itself.
+                                      service=s.embedding_socket, service_timeout=5.0)
         return self._embedder
 
 

@@ -4,15 +4,18 @@ the API, started by the same launcher as ``make run`` — ingesting pages served
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from librarian.canonical_url import canonicalize
-from librarian.catalog import item_id_for
+from librarian.catalog import Catalog, item_id_for
 from librarian.embedded import free_port
 from librarian.embedding_service import EmbeddingClient
 from librarian.object_store import LocalObjectStore
@@ -176,6 +179,37 @@ def test_with_the_run_pool_down_runs_still_complete_through_the_stock_launcher(
                                                    "?pool=back"}, timeout=30).json()
     assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
     assert instance.get_run_by_id(job["job_id"]).tags["librarian/launcher"] == "warm"
+
+
+def test_items_embedded_with_another_model_are_embedded_again_on_request(
+        api: str, stack: Stack, page_server: PageServer) -> None:
+    url = page_server.url("/notes.txt") + "?reembed=1"
+    job = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
+    assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
+    canonical = canonicalize(url).url
+    item_id = item_id_for(canonical)
+    catalog = Catalog(stack.env["LIBRARIAN_DATABASE_URL"])
+    try:
+        # As if ingested before the model changed.
+        with catalog.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE item_versions SET embedding_model = 'older-model'"
+                                 " WHERE item_id = :id"), {"id": item_id})
+        body = httpx.post(f"{api}/api/v1/library/reembed", timeout=60).json()
+        assert body["model"] == "all-MiniLM-L6-v2-int8-dq8" and body["stale"] >= 1, body
+        [mine] = [r for r in body["results"] if r["url"] == canonical]
+        assert mine["status_code"] == 202
+        assert read_stream(mine["stream_url"])[-1]["event"] == "job_completed"
+        item = catalog.get_item(item_id)
+        assert item is not None and item["current_version"] == 1
+        assert item["versions"][0]["embedding_model"] == "all-MiniLM-L6-v2-int8-dq8"
+        # The command-line client asks the same endpoint: nothing of this item is left.
+        cli = subprocess.run([sys.executable, "-m", "librarian", "reembed", "--api", api,
+                              "--json"], capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0, cli.stderr
+        again = json.loads(cli.stdout)
+        assert canonical not in [r["url"] for r in again["results"]]
+    finally:
+        catalog.close()
 
 
 def test_health_is_ok_when_everything_runs(api: str) -> None:

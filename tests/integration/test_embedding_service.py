@@ -82,7 +82,10 @@ def test_no_service_means_local_embedding(tmp_path: Path, cache: Path,
 
 
 @pytest.mark.parametrize("line", [b"not json\n", b'{"model": "x", "texts": "one"}\n',
-                                  b'{"texts": [1, 2]}\n', b"x" * 70000])
+                                  b'{"texts": [1, 2]}\n', b"x" * 70000, b"[1]\n", b"null\n",
+                                  # a lone surrogate: the tokenizer refuses it
+                                  b'{"model": "all-MiniLM-L6-v2-int8-dq8",'
+                                  b' "texts": ["\\ud800"]}\n'])
 def test_a_bad_request_gets_an_error_and_the_service_keeps_serving(
         service: Path, cache: Path, line: bytes) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -98,5 +101,43 @@ def test_a_bad_request_gets_an_error_and_the_service_keeps_serving(
 
 def test_a_second_service_on_the_same_socket_refuses_to_start(service: Path,
                                                               cache: Path) -> None:
-    with pytest.raises(RuntimeError, match="already answers"):
+    with pytest.raises(RuntimeError, match="already serves"):
         serve(service, Embedder(cache_dir=cache, quantize=True, threads=1))
+
+
+def test_a_reply_cut_short_falls_back_to_the_local_model(tmp_path: Path, cache: Path) -> None:
+    """A service that dies mid-reply: the caller's vectors still come, from its own model."""
+    path = tmp_path / "dying.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def answer_half() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.makefile("rb").readline()
+            conn.sendall(b'{"ok": true, "rows": 3, "dim": 384}\n' + b"\0" * 100)
+
+    thread = threading.Thread(target=answer_half)
+    thread.start()
+    embedder = Embedder(cache_dir=cache, quantize=True, service=path)
+    vectors = embedder.embed(TEXTS)
+    thread.join(timeout=10)
+    listener.close()
+    assert embedder._session is not None  # loaded its own after the broken reply
+    np.testing.assert_allclose(
+        vectors, Embedder(cache_dir=cache, quantize=True, threads=1).embed(TEXTS), atol=1e-5)
+
+
+def test_the_socket_is_private_to_its_user(service: Path) -> None:
+    assert service.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_very_long_text_is_cut_where_the_model_stops_reading(service: Path,
+                                                               cache: Path) -> None:
+    long = "word " * 200_000  # 1 MB: far beyond the model's 256 tokens
+    remote = Embedder(cache_dir=cache, quantize=True, service=service)
+    vectors = remote.embed([long])
+    assert remote._session is None  # served, not refused as too large
+    local = Embedder(cache_dir=cache, quantize=True, threads=1).embed([long])
+    np.testing.assert_allclose(vectors, local, atol=1e-5)

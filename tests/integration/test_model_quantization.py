@@ -60,3 +60,16 @@ def test_a_quantised_model_needs_somewhere_to_keep_its_copy() -> None:
 def test_vectors_are_stored_under_the_name_of_the_model_that_made_them() -> None:
     assert Settings(embedding_quantize=True).stored_embedding_model.endswith("-dq8")
     assert Settings(embedding_quantize=False).stored_embedding_model == "all-MiniLM-L6-v2-int8"
+
+
+def test_a_model_of_ones_own_runs_as_given(tmp_path: Path) -> None:
+    """The recipe was checked on the packaged model only; another model is not rewritten."""
+    source = Embedder()
+    own = Embedder(model_path=Path(str(source.model_path)), tokenizer_path=source.tokenizer_path,
+                   name="my-model", cache_dir=tmp_path, quantize=True)
+    assert own.name == "my-model"
+    np.testing.assert_allclose(own.embed(TEXTS), source.embed(TEXTS), atol=1e-5)
+    assert not [p for p in tmp_path.iterdir() if "-dq8-" in p.name]
+    settings = Settings(embedding_model_path=Path("/models/my.onnx"),
+                        embedding_model_name="my-model")
+    assert settings.stored_embedding_model == "my-model"

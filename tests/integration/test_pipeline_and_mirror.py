@@ -220,6 +220,38 @@ def test_a_failed_refresh_leaves_the_last_good_version(
                               dimension=384) == before["versions"][0]["chunk_count"]
 
 
+def test_after_a_model_change_unchanged_content_is_embedded_again_and_recorded(
+        instance: Any, settings: Settings, page_server: PageServer) -> None:
+    path = "/model-change.txt"
+    page_server.pages[path] = (200, "text/plain; charset=utf-8",
+                               b"Notes on sourdough\n\nA starter needs flour, water and a warm "
+                               b"kitchen; feed it daily and it will raise a loaf in a day.")
+    url = page_server.url(path)
+    canonical = canonicalize(url).url
+    item_id = item_id_for(canonical)
+    packaged = settings.model_copy(update={"embedding_quantize": False})
+    assert _run(instance, packaged, url).success
+    catalog = Catalog(settings.database_url)
+    vectors = VectorStore(path=settings.qdrant_path)
+    current = settings.stored_embedding_model
+    stale, count = catalog.embedded_with_other_model(current, 10_000)
+    assert canonical in stale and count >= 1
+
+    assert _run(instance, settings, url).success  # same content, the configured model
+    item = catalog.get_item(item_id)
+    assert item is not None and item["current_version"] == 1  # no new version...
+    [version] = item["versions"]
+    assert version["embedding_model"] == current  # ...but its vectors are the new model's
+    assert vectors.count_item(item_id=item_id, model=current,
+                              dimension=384) == version["chunk_count"] > 0
+    assert canonical not in catalog.embedded_with_other_model(current, 10_000)[0]
+    # A third run finds nothing to redo: the vectors of the current model are kept.
+    third = _run(instance, settings, url)
+    assert third.asset_materializations_for_node("load")[0].metadata[
+        "vectors_reused"].value is True
+    catalog.close()
+
+
 def test_a_rebuild_restores_jobs_redis_lost(
         instance: Any, settings: Settings, page_server: PageServer,
         mirror_store: MirrorJobStore, sync_redis: redis.Redis) -> None:

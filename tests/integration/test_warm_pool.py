@@ -233,6 +233,11 @@ thread.start()
 out["thread"] = fork_hazards(set())
 stop.set()
 thread.join()
+import os, time
+for _ in range(100):  # join() returns before the kernel has removed the thread's task entry
+    if len(os.listdir("/proc/self/task")) == 1:
+        break
+    time.sleep(0.01)
 sock = socket.socket()
 out["socket"] = fork_hazards(set())
 out["socket_allowed"] = fork_hazards({sock.fileno()})
