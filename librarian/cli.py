@@ -48,10 +48,7 @@ def cmd_embed_server(args: argparse.Namespace) -> int:
 
     settings = Settings()
     # One intra-op thread: the service runs one request per core side by side instead.
-    embedder = Embedder(settings.embedding_model_path, settings.embedding_tokenizer_path,
-                        name=settings.embedding_model_name, threads=1,
-                        cache_dir=settings.model_cache_dir.resolve(),
-                        quantize=settings.embedding_quantize)
+    embedder = Embedder.from_settings(settings, threads=1)
     path = Path(args.socket).resolve() if args.socket else settings.embedding_socket
     log.info("embedding service for %s on %s", embedder.name, path)
 

@@ -21,13 +21,16 @@ import platform
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from librarian.embedding_service import EmbeddingClient, ServiceUnavailable
 from librarian.model_quantization import SUFFIX as QUANTIZED_SUFFIX
 from librarian.model_quantization import quantized_model
+
+if TYPE_CHECKING:
+    from librarian.settings import Settings
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2-int8"
 MAX_TOKENS = 256
@@ -72,9 +75,9 @@ class Embedder:
         self.model_path = model_path or default_model
         self.tokenizer_path = tokenizer_path or default_tokenizer
         # Dynamic int8 quantisation (``model_quantization``): ~2x less CPU per chunk, slightly
-        # different vectors, so the name (and the vector collection) says so.
-        # Only the packaged model: the recipe's NaN-guard removal relies on its tokenizer, and
-        # its vectors were checked (bench/search_quality.py); another model runs as given.
+        # different vectors, so the name (and the vector collection) says so. Only for the
+        # packaged model: the recipe relies on its tokenizer and its vectors were checked
+        # (bench/search_quality.py); another model runs as given.
         self.quantize = quantize and model_path is None
         self.name = name + QUANTIZED_SUFFIX if self.quantize else name
         # 0: one thread per core (lowest latency for one page); 1: no thread pool at all (least
@@ -94,6 +97,16 @@ class Embedder:
         self._inputs: set[str] = set()
         self._dimension: int | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, threads: int = 0, service: Path | None = None,
+                      service_timeout: float = 60.0) -> Embedder:
+        """The configured model (its quantised copy when so configured), as every process
+        that embeds must use it: vectors and queries have to come from the same model."""
+        return cls(settings.embedding_model_path, settings.embedding_tokenizer_path,
+                   name=settings.embedding_model_name, threads=threads,
+                   cache_dir=settings.model_cache_dir, quantize=settings.embedding_quantize,
+                   service=service, service_timeout=service_timeout)
 
     @property
     def dimension(self) -> int:
@@ -163,9 +176,8 @@ class Embedder:
                 self._service_retry_at = time.monotonic() + SERVICE_RETRY_S
                 log.warning("embedding locally: %s", exc)
             else:
-                if vectors.shape[0] == len(texts):
-                    self._dimension = int(vectors.shape[1])
-                    return vectors
+                self._dimension = int(vectors.shape[1])
+                return vectors
         if not texts:
             return np.zeros((0, self._dimension or 0), dtype=np.float32)
         if self._session is None:

@@ -68,6 +68,8 @@ class EmbeddingClient:
                         error = header.get("error") if isinstance(header, dict) else header
                         raise ServiceUnavailable(f"embedding service refused: {error}")
                     rows, dim = int(header["rows"]), int(header["dim"])
+                    if rows != len(texts):
+                        raise ServiceUnavailable(f"{rows} vectors for {len(texts)} texts")
                     body = reader.read(rows * dim * 4)
             if len(body) != rows * dim * 4:
                 raise ServiceUnavailable("embedding service reply cut short")

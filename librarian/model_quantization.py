@@ -7,7 +7,7 @@ Measured on the 2-core machine, one thread, 98 chunks of ~240 tokens: 45 ms per 
 packaged, 37 ms without the NaN guard, 21 ms after dynamic int8 quantisation (ONNX Runtime's
 ``MatMulInteger``, which uses the CPU's VNNI instructions where it has them). Per-channel
 weight scales keep the vectors close: cosine to the packaged model's vectors ≥ 0.98, mean 0.995.
-The search-quality benchmark (``bench/search_quality.py --compare-quantized``) checks what
+The search-quality benchmark (``bench/search_quality.py``, both models in one run) checks what
 that costs in recall.
 
 Steps, each a documented tool rather than hand-written graph math:

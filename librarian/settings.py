@@ -124,11 +124,11 @@ class Settings(BaseSettings):
 
     @property
     def model_cache_dir(self) -> Path:
-        return self.data_dir / "cache" / "onnx"
+        return (self.data_dir / "cache" / "onnx").resolve()
 
     @property
     def embedding_socket(self) -> Path:
-        return (self.embedding_service_socket or self.data_dir / "embedder.sock").resolve()
+        return embedding_socket_path(self.data_dir, self.embedding_service_socket)
 
     @property
     def stored_embedding_model(self) -> str:
@@ -139,3 +139,8 @@ class Settings(BaseSettings):
     @property
     def dagster_graphql_url(self) -> str:
         return f"http://{self.dagster_host}:{self.dagster_port}/graphql"
+
+
+def embedding_socket_path(data_dir: Path, configured: Path | None) -> Path:
+    """The embedding service's socket: as configured, else ``<data_dir>/embedder.sock``."""
+    return (configured or data_dir / "embedder.sock").resolve()

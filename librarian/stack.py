@@ -23,6 +23,7 @@ import yaml
 
 from librarian.embedded import port_open
 from librarian.embedding_service import EmbeddingClient
+from librarian.settings import embedding_socket_path
 from librarian.warm_protocol import PoolUnavailable, pool_socket_path, request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +138,7 @@ class Stack:
     @property
     def embedder_socket(self) -> Path:
         configured = self.process_env().get("LIBRARIAN_EMBEDDING_SERVICE_SOCKET")
-        return Path(configured).resolve() if configured else self.data_dir / "embedder.sock"
+        return embedding_socket_path(self.data_dir, Path(configured) if configured else None)
 
     def pool_ready(self) -> bool:
         try:

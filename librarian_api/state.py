@@ -32,15 +32,10 @@ class AppState:
         # Loaded on the first search, not at start-up: most API processes never need it.
         if self._embedder is None:
             s = self.settings
-            # The same model, copy and name as the pipeline's: queries must land in the
-            # collection its vectors went to.
-            self._embedder = Embedder(s.embedding_model_path, s.embedding_tokenizer_path,
-                                      name=s.embedding_model_name,
-                                      cache_dir=s.model_cache_dir.resolve(),
-                                      quantize=s.embedding_quantize,
-                                      # A search waits seconds, not a minute, for a
-                                      # wedged service before embedding the query itself.
-                                      service=s.embedding_socket, service_timeout=5.0)
+            # The pipeline's model, so queries land in the collection its vectors went to. A
+            # search waits seconds, not a minute, for a wedged service before embedding itself.
+            self._embedder = Embedder.from_settings(s, service=s.embedding_socket,
+                                                    service_timeout=5.0)
         return self._embedder
 
 

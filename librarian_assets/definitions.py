@@ -48,7 +48,7 @@ def build_definitions(settings: Settings) -> Definitions:
                 if settings.embedding_model_path else None,
                 tokenizer_path=str(settings.embedding_tokenizer_path)
                 if settings.embedding_tokenizer_path else None,
-                cache_dir=str(settings.model_cache_dir.resolve()),
+                cache_dir=str(settings.model_cache_dir),
                 quantize=settings.embedding_quantize,
                 service_socket=str(settings.embedding_socket)),
             "catalog": CatalogResource(database_url=settings.database_url),

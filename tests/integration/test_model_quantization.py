@@ -57,9 +57,13 @@ def test_a_quantised_model_needs_somewhere_to_keep_its_copy() -> None:
         Embedder(quantize=True)
 
 
-def test_vectors_are_stored_under_the_name_of_the_model_that_made_them() -> None:
+def test_vectors_are_stored_under_the_name_of_the_model_that_made_them(tmp_path: Path) -> None:
     assert Settings(embedding_quantize=True).stored_embedding_model.endswith("-dq8")
     assert Settings(embedding_quantize=False).stored_embedding_model == "all-MiniLM-L6-v2-int8"
+    # Every process builds its embedder from the settings: the name it stores under agrees.
+    for quantize in (True, False):
+        settings = Settings(data_dir=tmp_path, embedding_quantize=quantize)
+        assert Embedder.from_settings(settings).name == settings.stored_embedding_model
 
 
 def test_a_model_of_ones_own_runs_as_given(tmp_path: Path) -> None:

@@ -200,10 +200,8 @@ def test_a_permanent_failure_is_not_retried(instance: Any, settings: Settings,
 def test_a_failed_refresh_leaves_the_last_good_version(
         instance: Any, settings: Settings, page_server: PageServer) -> None:
     path = "/refresh-then-gone.txt"
-    page_server.pages[path] = (200, "text/plain; charset=utf-8",
-                               b"Field notes on lichens\n\nLichens grow slowly on old stone "
-                               b"walls and tell how clean the air around them is.")
-    url = page_server.url(path)
+    url = page_server.add_text(path, "Field notes on lichens\n\nLichens grow slowly on old "
+                                     "stone walls and tell how clean the air around them is.")
     assert _run(instance, settings, url).success
     item_id = item_id_for(canonicalize(url).url)
     catalog = Catalog(settings.database_url)
@@ -222,11 +220,9 @@ def test_a_failed_refresh_leaves_the_last_good_version(
 
 def test_after_a_model_change_unchanged_content_is_embedded_again_and_recorded(
         instance: Any, settings: Settings, page_server: PageServer) -> None:
-    path = "/model-change.txt"
-    page_server.pages[path] = (200, "text/plain; charset=utf-8",
-                               b"Notes on sourdough\n\nA starter needs flour, water and a warm "
-                               b"kitchen; feed it daily and it will raise a loaf in a day.")
-    url = page_server.url(path)
+    url = page_server.add_text("/model-change.txt",
+                               "Notes on sourdough\n\nA starter needs flour, water and a warm "
+                               "kitchen; feed it daily and it will raise a loaf in a day.")
     canonical = canonicalize(url).url
     item_id = item_id_for(canonical)
     packaged = settings.model_copy(update={"embedding_quantize": False})

@@ -30,8 +30,7 @@ PAGES = {
 def indexed(instance: Any, settings: Settings, page_server: PageServer) -> dict[str, str]:
     ids = {}
     for path, text in PAGES.items():
-        page_server.pages[path] = (200, "text/plain; charset=utf-8", text.encode())
-        url = page_server.url(path)
+        url = page_server.add_text(path, text)
         assert _run(instance, settings, url).success
         ids[path] = item_id_for(canonicalize(url).url)
     return ids

@@ -92,3 +92,8 @@ class PageServer(LocalServer):
                 pass
 
         super().__init__(Handler, host)
+
+    def add_text(self, path: str, text: str) -> str:
+        """Serve ``text`` as a plain-text page at ``path``; returns its URL."""
+        self.pages[path] = (200, "text/plain; charset=utf-8", text.encode())
+        return self.url(path)
