@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trafilatura
 
-from librarian_assets.html_content import extract_html
+from librarian.content.html.extract import extract_html
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "wcxb-dev"
 _TOKEN = re.compile(r"\w+")

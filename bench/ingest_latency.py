@@ -49,16 +49,16 @@ import psycopg2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from librarian.canonical_url import canonicalize
-from librarian.catalog import Catalog, NewVersion, item_id_for, migrate
-from librarian.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, port_open
-from librarian.embedder import Embedder
-from librarian.object_store import LocalObjectStore, version_prefix
-from librarian.stack import Stack, StackPorts
-from librarian.vector_store import ChunkPoint, VectorStore
-from librarian.warm_protocol import private_memory_kb, proc_stat, request
-from librarian_assets.extract import extract_content
-from librarian_assets.fetch import Fetcher, FetchLimits
-from librarian_assets.transform import enrich
+from librarian.cli.local_servers import EmbeddedPostgres, EmbeddedRedis, free_port, port_open
+from librarian.cli.stack import Stack, StackPorts
+from librarian.content.enrich import enrich
+from librarian.content.extract import extract_content
+from librarian.content.fetch import Fetcher, FetchLimits
+from librarian.embedding.model import Embedder
+from librarian.orchestration.warm_protocol import private_memory_kb, proc_stat, request
+from librarian.storage.catalog import Catalog, NewVersion, item_id_for, migrate
+from librarian.storage.objects import LocalObjectStore, version_prefix
+from librarian.storage.vectors import ChunkPoint, VectorStore
 from tests.support.pages import PageServer
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "wcxb-dev"

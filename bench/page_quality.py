@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from librarian_assets.html_content import extract_html
-from librarian_assets.page_type import classify
-from librarian_assets.quality import assess
+from librarian.content.html.extract import extract_html
+from librarian.content.page_type import classify
+from librarian.content.quality import assess
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "wcxb-dev"
 

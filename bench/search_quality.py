@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from librarian.embedder import Embedder
-from librarian.sparse import document_vector, query_vector
-from librarian.vector_store import ChunkPoint, VectorStore
-from librarian_assets.chunking import Chunk, chunk_markdown
-from librarian_assets.html_content import extract_html
+from librarian.content.chunking import Chunk, chunk_markdown
+from librarian.content.html.extract import extract_html
+from librarian.embedding.model import Embedder
+from librarian.embedding.sparse import document_vector, query_vector
+from librarian.storage.vectors import ChunkPoint, VectorStore
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "wcxb-dev"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")

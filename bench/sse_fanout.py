@@ -28,9 +28,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from librarian.embedded import EmbeddedRedis, free_port, port_open
-from librarian.job_events import EventType, JobEvent, JobStatus, record_fields
-from librarian.job_store import MirrorJobStore, MirrorWrite
+from librarian.cli.local_servers import EmbeddedRedis, free_port, port_open
+from librarian.jobs.events import EventType, JobEvent, JobStatus, record_fields
+from librarian.jobs.store import MirrorJobStore, MirrorWrite
 
 CLIENTS_PER_JOB = 10
 

@@ -2,7 +2,8 @@
 
 Builds embedded stores of synthetic chunks shaped like the library's (384-dim normalized vectors
 clustered by topic; ~40-term sparse BM25 vectors drawn from a Zipf vocabulary, weighted as
-:mod:`librarian.sparse` weighs them; ~180-word texts and the usual payload, 10 chunks per item)
+:mod:`librarian.embedding.sparse` weighs them; ~180-word texts and the usual payload, 10
+chunks per item)
 and reports, per engine and size:
 
 * build: chunks/s written in bulk (1,000 chunks per ``upsert_versions`` call), including the
@@ -39,8 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from librarian.sparse import AVERAGE_WORDS, K1, B, term_id
-from librarian.vector_store import (
+from librarian.embedding.sparse import AVERAGE_WORDS, K1, B, term_id
+from librarian.storage.vectors import (
     ChunkPoint,
     VectorStore,
     Version,
@@ -160,7 +161,7 @@ def run(engine: str, corpus: Corpus, size: int, queries: int, calls: int, root: 
     items = size // CHUNKS_PER_ITEM
     built = 0.0
     indexing = IndexingTime()
-    logger = logging.getLogger("librarian.vector_store")
+    logger = logging.getLogger("librarian.storage.vectors")
     logger.setLevel(logging.INFO)
     logger.addHandler(indexing)
     per_call = 100  # items: 1,000 chunks per write

@@ -1,3 +1,3 @@
-from librarian.cli import main
+from librarian.cli.main import main
 
 main()

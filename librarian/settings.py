@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from librarian.model_quantization import SUFFIX as QUANTIZED_SUFFIX
+from librarian.embedding.quantize import SUFFIX as QUANTIZED_SUFFIX
 
 DEV_S3_SECRET = "minioadmin"
 

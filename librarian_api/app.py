@@ -14,12 +14,12 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from librarian.catalog import Catalog
 from librarian.errors import LibrarianError
-from librarian.job_store import ApiJobStore, JobKeys
-from librarian.object_store import object_store_for
+from librarian.jobs.store import ApiJobStore, JobKeys
 from librarian.settings import Settings
-from librarian.vector_store import VectorStore
+from librarian.storage.catalog import Catalog
+from librarian.storage.objects import object_store_for
+from librarian.storage.vectors import VectorStore
 from librarian_api import health, ingest, library, openapi, search, stream
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.errors import (

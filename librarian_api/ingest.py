@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 
 from librarian.canonical_url import CanonicalURL, canonicalize
 from librarian.errors import InvalidURL
-from librarian.job_events import JobRecord, JobStatus
+from librarian.jobs.events import JobRecord, JobStatus
 from librarian_api.dagster_client import OrchestratorUnavailable
 from librarian_api.errors import ApiError
 from librarian_api.state import AppState, app_state

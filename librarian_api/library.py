@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from librarian.canonical_url import canonicalize
-from librarian.catalog import LibraryFilters
 from librarian.errors import StorageError
-from librarian.object_store import item_prefix
+from librarian.storage.catalog import LibraryFilters
+from librarian.storage.objects import item_prefix
 from librarian_api.errors import ApiError
 from librarian_api.ingest import MAX_BATCH, submit_url, submit_urls
 from librarian_api.state import AppState, app_state

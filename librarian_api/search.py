@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from librarian.sparse import query_vector, terms
+from librarian.embedding.sparse import query_vector, terms
 from librarian_api.errors import ApiError
 from librarian_api.library import parse_filters, parse_limit
 from librarian_api.state import AppState, app_state

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from librarian.catalog import Catalog
-from librarian.embedder import Embedder
-from librarian.job_store import ApiJobStore
-from librarian.object_store import ObjectStore
+from librarian.embedding.model import Embedder
+from librarian.jobs.store import ApiJobStore
 from librarian.settings import Settings
-from librarian.vector_store import VectorStore
+from librarian.storage.catalog import Catalog
+from librarian.storage.objects import ObjectStore
+from librarian.storage.vectors import VectorStore
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.fanout import EventHub
 

@@ -19,7 +19,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
-from librarian.job_events import EventType, JobError, JobEvent, JobRecord, JobStatus
+from librarian.jobs.events import EventType, JobError, JobEvent, JobRecord, JobStatus
 from librarian_api.errors import ApiError
 from librarian_api.ingest import job_or_404
 from librarian_api.state import AppState, app_state

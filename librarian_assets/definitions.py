@@ -16,7 +16,7 @@ from librarian_assets.resources import (
     ObjectStoreResource,
     VectorStoreResource,
 )
-from librarian_assets.sensor import build_watchlist_sensor
+from librarian_assets.sensors import build_watchlist_sensor
 
 
 def build_definitions(settings: Settings) -> Definitions:

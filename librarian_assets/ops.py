@@ -26,12 +26,13 @@ from dagster import (
 )
 
 from librarian.canonical_url import canonicalize
-from librarian.catalog import NewVersion, item_id_for
+from librarian.content.enrich import EnrichedDocument, enrich
+from librarian.content.extract import ExtractedDocument, extract_content
 from librarian.errors import InvalidURL, LibrarianError, StorageError
-from librarian.job_events import progress_message
-from librarian.object_store import version_prefix
-from librarian.vector_store import ChunkPoint
-from librarian_assets.extract import ExtractedDocument, extract_content
+from librarian.jobs.events import progress_message
+from librarian.storage.catalog import NewVersion, item_id_for
+from librarian.storage.objects import version_prefix
+from librarian.storage.vectors import ChunkPoint
 from librarian_assets.resources import (
     CatalogResource,
     EmbedderResource,
@@ -39,7 +40,6 @@ from librarian_assets.resources import (
     ObjectStoreResource,
     VectorStoreResource,
 )
-from librarian_assets.transform import EnrichedDocument, enrich
 
 MAX_TRANSIENT_RETRIES = 2
 BACKOFF_SECONDS = 2.0

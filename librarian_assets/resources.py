@@ -11,11 +11,11 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from librarian.catalog import Catalog
-from librarian.embedder import Embedder
-from librarian.object_store import LocalObjectStore, MinioObjectStore, ObjectStore
-from librarian.vector_store import VectorStore
-from librarian_assets.fetch import USER_AGENT, Fetcher, FetchLimits
+from librarian.content.fetch import USER_AGENT, Fetcher, FetchLimits
+from librarian.embedding.model import Embedder
+from librarian.storage.catalog import Catalog
+from librarian.storage.objects import LocalObjectStore, MinioObjectStore, ObjectStore
+from librarian.storage.vectors import VectorStore
 
 
 class FetcherResource(ConfigurableResource):  # type: ignore[misc,type-arg]

@@ -1,4 +1,5 @@
-"""What a warm run pool may do before it forks run workers (see :mod:`librarian.warm_pool`).
+"""What a warm run pool may do before it forks run workers (see
+:mod:`librarian.orchestration.warm_pool`).
 
 Only pure-Python work: it runs the CPU stages once on a built-in page so that their lazy imports
 (py3langid and its model, htmldate, justext, trafilatura's settings), compiled regular
@@ -12,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-from librarian_assets.chunking import chunk_markdown
-from librarian_assets.extract import extract_content
-from librarian_assets.fetch import FetchedResponse
-from librarian_assets.summarize import keywords, summarize
-from librarian_assets.transform import detect_language
+from librarian.content.chunking import chunk_markdown
+from librarian.content.enrich import detect_language
+from librarian.content.extract import extract_content
+from librarian.content.fetch import FetchedResponse
+from librarian.content.summarize import keywords, summarize
 
 # Imported by runs on first use; importing them starts nothing. (onnxruntime is left out: its
 # import starts a thread.)

@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 import redis
 
-from librarian.embedded import EmbeddedPostgres, EmbeddedRedis, port_open
+from librarian.cli.local_servers import EmbeddedPostgres, EmbeddedRedis, port_open
 from librarian.settings import Settings
 from tests.support.pages import PageServer
 
@@ -66,7 +66,7 @@ def redis_url(session_dir: Path) -> Iterator[str]:
 
 
 def _free_port() -> int:
-    from librarian.embedded import free_port
+    from librarian.cli.local_servers import free_port
 
     return free_port()
 
@@ -119,7 +119,7 @@ def page_server() -> Iterator[PageServer]:
 @pytest.fixture(scope="session")
 def settings(databases: dict[str, str], redis_url: str, redis_prefix: str,
              session_dir: Path) -> Settings:
-    from librarian.catalog import migrate
+    from librarian.storage.catalog import migrate
 
     migrate(databases["catalog"])
     migrate(databases["e2e_catalog"])
@@ -191,7 +191,7 @@ def s3_endpoint() -> Iterator[str]:
     """An S3 API server (moto's) on 127.0.0.1 for the MinIO-SDK code path."""
     from moto.server import ThreadedMotoServer
 
-    from librarian.embedded import free_port
+    from librarian.cli.local_servers import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from librarian.embedded import free_port
+from librarian.cli.local_servers import free_port
+from librarian.cli.stack import Stack, StackPorts
 from librarian.settings import Settings
-from librarian.stack import Stack, StackPorts
 from tests.conftest import settings_env
 
 

@@ -15,13 +15,13 @@ import pytest
 import sqlalchemy as sa
 
 from librarian.canonical_url import canonicalize
-from librarian.catalog import Catalog, item_id_for
-from librarian.embedded import free_port
-from librarian.embedding_service import EmbeddingClient
-from librarian.object_store import LocalObjectStore
+from librarian.cli.local_servers import free_port
+from librarian.cli.stack import Stack
+from librarian.embedding.service import EmbeddingClient
 from librarian.settings import Settings
-from librarian.stack import Stack
-from librarian.vector_store import VectorStore
+from librarian.storage.catalog import Catalog, item_id_for
+from librarian.storage.objects import LocalObjectStore
+from librarian.storage.vectors import VectorStore
 from tests.support.pages import PageServer
 
 pytestmark = pytest.mark.e2e

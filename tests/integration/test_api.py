@@ -16,9 +16,9 @@ import httpx
 import pytest
 import redis
 
-from librarian.embedded import free_port
-from librarian.job_events import EventType, JobEvent, JobStatus, record_fields
-from librarian.job_store import MirrorJobStore, MirrorWrite
+from librarian.cli.local_servers import free_port
+from librarian.jobs.events import EventType, JobEvent, JobStatus, record_fields
+from librarian.jobs.store import MirrorJobStore, MirrorWrite
 from librarian.settings import Settings
 from librarian_api.app import create_app
 from tests.support.servers import api_in_thread, api_process
@@ -181,7 +181,7 @@ def test_last_event_id_resumes_after_that_event(api: str, store: MirrorJobStore)
 
 def test_library_lists_catalog_items_newest_first_with_cursor(api: str, settings: Settings
                                                               ) -> None:
-    from librarian.catalog import Catalog
+    from librarian.storage.catalog import Catalog
     from tests.integration.test_catalog import _version
 
     catalog = Catalog(settings.database_url)

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from librarian.catalog import Catalog, NewVersion, item_id_for
+from librarian.storage.catalog import Catalog, NewVersion, item_id_for
 
 
 def _version(url: str, content_hash: str = "h1", **changes: object) -> NewVersion:

@@ -8,8 +8,13 @@ import psycopg2
 import pytest
 import redis
 
-from librarian.catalog import Catalog, migrate
-from librarian.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, free_port
+from librarian.cli.local_servers import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedServerError,
+    free_port,
+)
+from librarian.storage.catalog import Catalog, migrate
 
 
 def test_embedded_postgres_starts_serves_the_catalog_restarts_and_stops() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from librarian.embedder import Embedder
+from librarian.embedding.model import Embedder
 
 TEXTS = ["The library keeps a searchable copy of each page.",
          "Chunks are embedded one batch at a time. " * 20]

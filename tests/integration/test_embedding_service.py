@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from librarian.embedder import Embedder
-from librarian.embedding_service import EmbeddingClient, serve
+from librarian.embedding.model import Embedder
+from librarian.embedding.service import EmbeddingClient, serve
 
 TEXTS = ["A knowledge library built from URLs.",
          "Each page becomes Markdown, metadata and chunks with vectors. " * 12,

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from librarian.content.extract import ExtractedDocument, extract_content
+from librarian.content.fetch import Fetcher, FetchLimits
 from librarian.errors import ContentError, FetchError, LibrarianError
-from librarian_assets.extract import ExtractedDocument, extract_content
-from librarian_assets.fetch import Fetcher, FetchLimits
 from tests.support.hostile import HostileServer
 
 LIMITS = FetchLimits(allow_networks=("127.0.0.1/32",), max_bytes=2 * 1024 * 1024,

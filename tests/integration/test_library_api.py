@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from librarian.catalog import Catalog, NewVersion
-from librarian.embedded import free_port
-from librarian.object_store import LocalObjectStore, version_prefix
+from librarian.cli.local_servers import free_port
 from librarian.settings import Settings
+from librarian.storage.catalog import Catalog, NewVersion
+from librarian.storage.objects import LocalObjectStore, version_prefix
 from tests.integration.test_catalog import _version
 from tests.support.servers import api_in_thread
 
@@ -46,7 +46,7 @@ def _add(settings: Settings, tag: str, **changes: object) -> str:
 
 
 def recorded_id(url: str) -> str:
-    from librarian.catalog import item_id_for
+    from librarian.storage.catalog import item_id_for
 
     return item_id_for(url)
 

@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from librarian.embedder import Embedder
-from librarian.model_quantization import _drop_nan_guards, _fold_constants
+from librarian.embedding.model import Embedder
+from librarian.embedding.quantize import _drop_nan_guards, _fold_constants
 from librarian.settings import Settings
 
 TEXTS = ["The library keeps a searchable copy of each page.",

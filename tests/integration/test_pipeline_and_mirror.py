@@ -10,13 +10,13 @@ import pytest
 import redis
 
 from librarian.canonical_url import canonicalize
-from librarian.catalog import Catalog, item_id_for
-from librarian.job_events import EventType, JobEvent, JobStatus
-from librarian.job_store import MirrorJobStore
-from librarian.mirror import EventMirror
-from librarian.object_store import LocalObjectStore
+from librarian.jobs.events import EventType, JobEvent, JobStatus
+from librarian.jobs.store import MirrorJobStore
+from librarian.orchestration.mirror import EventMirror
 from librarian.settings import Settings
-from librarian.vector_store import VectorStore
+from librarian.storage.catalog import Catalog, item_id_for
+from librarian.storage.objects import LocalObjectStore
+from librarian.storage.vectors import VectorStore
 from librarian_assets.definitions import build_definitions
 from librarian_assets.partitions import URLS_PARTITIONS_NAME
 from tests.support.pages import PageServer
@@ -148,7 +148,7 @@ def test_failed_ingestion_reports_stage_and_code_and_writes_no_item(
 
 def test_connection_refused_fails_in_extract(
         instance: Any, settings: Settings, mirror_store: MirrorJobStore) -> None:
-    from librarian.embedded import free_port
+    from librarian.cli.local_servers import free_port
 
     result = _run(instance, settings, f"http://127.0.0.1:{free_port()}/nothing-listens")
     assert not result.success
@@ -161,7 +161,7 @@ def test_connection_refused_fails_in_extract(
 def test_objects_land_in_an_s3_server_through_the_minio_sdk(
         instance: Any, settings: Settings, page_server: PageServer, s3_endpoint: str,
         tmp_path: Path) -> None:
-    from librarian.object_store import MinioObjectStore
+    from librarian.storage.objects import MinioObjectStore
 
     s3_settings = settings.model_copy(update={"s3_endpoint": s3_endpoint,
                                               "s3_bucket": "pipeline-test"})

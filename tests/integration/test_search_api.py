@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from librarian.canonical_url import canonicalize
-from librarian.catalog import item_id_for
-from librarian.embedded import free_port
+from librarian.cli.local_servers import free_port
 from librarian.settings import Settings
+from librarian.storage.catalog import item_id_for
 from tests.integration.test_pipeline_and_mirror import _run
 from tests.support.pages import PageServer
 from tests.support.servers import api_in_thread

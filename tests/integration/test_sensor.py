@@ -9,7 +9,7 @@ from typing import Any
 from dagster import SensorResult, SkipReason, build_sensor_context
 
 from librarian.canonical_url import canonicalize
-from librarian_assets.sensor import build_watchlist_sensor
+from librarian_assets.sensors import build_watchlist_sensor
 
 
 def _tick(sensor: Any, instance: Any, cursor: str | None) -> Any:

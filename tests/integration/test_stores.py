@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from librarian.embedding.sparse import document_vector, query_vector
 from librarian.errors import StorageError
-from librarian.object_store import LocalObjectStore, MinioObjectStore
-from librarian.sparse import document_vector, query_vector
-from librarian.vector_store import ChunkPoint, VectorStore
+from librarian.storage.objects import LocalObjectStore, MinioObjectStore
+from librarian.storage.vectors import ChunkPoint, VectorStore
 
 
 def test_local_store_round_trips_and_refuses_keys_outside_its_root(tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ def test_minio_store_round_trips_against_an_s3_server(s3_endpoint: str) -> None:
 
 
 def test_minio_store_down_is_a_storage_error() -> None:
-    from librarian.embedded import free_port
+    from librarian.cli.local_servers import free_port
 
     store = MinioObjectStore(f"127.0.0.1:{free_port()}", "a", "b", "bucket")
     with pytest.raises(StorageError) as info:

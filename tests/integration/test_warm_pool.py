@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from librarian.warm_launcher import WarmRunLauncher
-from librarian.warm_pool import code_fingerprint, project_files
-from librarian.warm_protocol import (
+from librarian.orchestration.warm_launcher import WarmRunLauncher
+from librarian.orchestration.warm_pool import code_fingerprint, project_files
+from librarian.orchestration.warm_protocol import (
     LAUNCHER_TAG,
     SOCKET_NAME,
     WORKER_TAG,
@@ -225,7 +225,7 @@ def _created_run(instance: Any) -> str:
 
 FORK_HAZARDS_SCRIPT = """
 import json, socket, threading
-from librarian.warm_pool import fork_hazards
+from librarian.orchestration.warm_pool import fork_hazards
 out = {"clean": fork_hazards(set())}
 stop = threading.Event()
 thread = threading.Thread(target=stop.wait)
@@ -263,7 +263,7 @@ def test_fork_hazards_name_threads_and_sockets() -> None:
 def test_the_code_fingerprint_follows_project_files_only() -> None:
     files = project_files(["tests.support.warm_jobs"])
     assert str(Path(warm_jobs.__file__)) in files
-    assert any(f.endswith("librarian/warm_pool.py") for f in files)
+    assert any(f.endswith("librarian/orchestration/warm_pool.py") for f in files)
     assert not any("site-packages" in f for f in files)  # not every installed library
     before = code_fingerprint(files)
     source = Path(warm_jobs.__file__)

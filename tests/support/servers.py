@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import uvicorn
 
-from librarian.embedded import free_port
+from librarian.cli.local_servers import free_port
 from librarian.settings import Settings
 from librarian_api.app import create_app
 

@@ -1,7 +1,7 @@
 """Dagster run events → job events, as a client of the SSE stream sees them."""
 
-from librarian.event_translation import JobState, RunInfo, SourceEvent, translate
-from librarian.job_events import EventType, JobError, JobStatus
+from librarian.jobs.events import EventType, JobError, JobStatus
+from librarian.orchestration.translation import JobState, RunInfo, SourceEvent, translate
 
 RUN = RunInfo(run_id="r1", job_id="r1", url="https://example.com/", partition_key="k",
               attempt=1)

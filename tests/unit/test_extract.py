@@ -1,9 +1,9 @@
 import pytest
 
+from librarian.content.decoding import decode_body
+from librarian.content.extract import extract_content
+from librarian.content.fetch import FetchedResponse
 from librarian.errors import ContentError
-from librarian_assets.decoding import decode_body
-from librarian_assets.extract import extract_content
-from librarian_assets.fetch import FetchedResponse
 from tests.support.pages import ARTICLE, TEXT
 
 
@@ -53,7 +53,7 @@ def test_wrong_or_missing_charset_is_recovered() -> None:
 
 
 def test_page_types_come_from_the_pages_own_markup() -> None:
-    from librarian_assets.page_type import classify
+    from librarian.content.page_type import classify
 
     product = (b'<script type="application/ld+json">{"@type": "Product", "name": "Kettle"}'
                b"</script><button>Add to cart</button>")

@@ -5,8 +5,8 @@ import ipaddress
 import httpx
 import pytest
 
+from librarian.content.fetch import Fetcher, FetchLimits, is_blocked_address
 from librarian.errors import FetchError
-from librarian_assets.fetch import Fetcher, FetchLimits, is_blocked_address
 
 ALLOW = ("127.0.0.1/32",)
 

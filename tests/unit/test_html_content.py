@@ -6,15 +6,15 @@ import lxml.html
 from lxml import etree
 from trafilatura.utils import load_html
 
-from librarian_assets.html_candidates import (
+from librarian.content.html.candidates import (
     Candidate,
     fragment_to_markdown,
     markdown_to_text,
     parse_html,
 )
-from librarian_assets.html_content import choose, extract_html
-from librarian_assets.html_metadata import choose_title, page_metadata, strip_site_suffix
-from librarian_assets.html_pagetype import is_single_product, schema_types
+from librarian.content.html.extract import choose, extract_html
+from librarian.content.html.metadata import choose_title, page_metadata, strip_site_suffix
+from librarian.content.html.pagetype import is_single_product, schema_types
 
 _PROSE = ("The committee met on a wet Tuesday to weigh the proposal in detail, and every member "
           "brought a written opinion on the costs, the schedule and the risks involved. ")

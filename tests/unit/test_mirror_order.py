@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from librarian.job_store import MirrorWrite
-from librarian.mirror import EventMirror
+from librarian.jobs.store import MirrorWrite
+from librarian.orchestration.mirror import EventMirror
 
 
 class Log:

@@ -1,6 +1,6 @@
-from librarian_assets.chunking import chunk_markdown, split_blocks
-from librarian_assets.quality import assess, tier_for
-from librarian_assets.summarize import keywords, summarize
+from librarian.content.chunking import chunk_markdown, split_blocks
+from librarian.content.quality import assess, tier_for
+from librarian.content.summarize import keywords, summarize
 
 PARA = ("Tomatoes need sun, water and rich soil to grow well in a garden, and gardeners "
         "who mulch and prune them early in the season usually harvest far more fruit. ")

@@ -1,4 +1,4 @@
-from librarian.sparse import document_vector, query_vector, term_id, terms
+from librarian.embedding.sparse import document_vector, query_vector, term_id, terms
 
 
 def test_terms_drop_stopwords_and_case() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from librarian_assets.extract import ExtractedDocument
-from librarian_assets.transform import enrich
+from librarian.content.enrich import enrich
+from librarian.content.extract import ExtractedDocument
 
 
 class TinyEmbedder:
@@ -68,9 +68,9 @@ def test_language_is_the_main_language_of_mixed_text(text: str, language: str) -
 
 
 def test_empty_text_is_rejected_before_transform() -> None:
+    from librarian.content.extract import extract_content
+    from librarian.content.fetch import FetchedResponse
     from librarian.errors import ContentError
-    from librarian_assets.extract import extract_content
-    from librarian_assets.fetch import FetchedResponse
 
     with pytest.raises(ContentError) as info:
         extract_content(FetchedResponse(url="u", final_url="u", status_code=200,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from librarian.errors import StorageError
-from librarian.vector_store import (
+from librarian.storage.vectors import (
     ChunkPoint,
     VectorStore,
     collection_name,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from librarian.run_coordinator import FastQueuedRunCoordinator
-from librarian.warm_protocol import WorkerRef, is_alive, pid_namespace, start_ticks
+from librarian.orchestration.run_coordinator import FastQueuedRunCoordinator
+from librarian.orchestration.warm_protocol import WorkerRef, is_alive, pid_namespace, start_ticks
 
 
 def test_a_worker_tag_round_trips_and_a_bad_one_reads_as_none() -> None:
@@ -69,7 +69,7 @@ def test_long_replies_are_read_whole_and_oversized_requests_refused(tmp_path: Pa
     import socket
     import threading
 
-    from librarian.warm_protocol import read_line, request
+    from librarian.orchestration.warm_protocol import read_line, request
 
     path = str(tmp_path / "pool.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -7,8 +7,8 @@ the pool imports everything, runs a throwaway job to load Dagster's execution ma
 the heap (``gc.freeze``: children then share those pages copy-on-write) and forks one child per
 run. The child runs the run with Dagster's own entry point for ``dagster api execute_run``
 (``_execute_run_command_body``), so run events, compute logs, interrupts and failure handling
-are Dagster's. :class:`librarian.warm_launcher.WarmRunLauncher` talks to the pool over a Unix
-socket.
+are Dagster's. :class:`librarian.orchestration.warm_launcher.WarmRunLauncher` talks to the
+pool over a Unix socket.
 
 Fork safety. ``fork`` copies memory but only the calling thread, so anything that owns a thread,
 a lock another thread may hold, or a connection to a server must not exist in the parent:
@@ -17,7 +17,7 @@ a lock another thread may hold, or a connection to a server must not exist in th
   with trafilatura, lxml, numpy and tokenizers' Python module; the ``Definitions`` object.
   Imports create no threads (checked before every fork); ``onnxruntime`` is the exception (its
   import starts one), so the pool never imports it. Workers do not load the embedding model at
-  all: they ask the host's embedding service (:mod:`librarian.embedding_service`), and load it
+  all: they ask the host's embedding service (:mod:`librarian.embedding.service`), and load it
   themselves only when that service is away.
 * Not safe, so never created in the parent: the ONNX ``InferenceSession`` (it starts a native
   thread pool whose threads would not exist in the child, and its ``Run`` waits on them), a
@@ -57,7 +57,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from librarian.warm_protocol import (
+from librarian.orchestration.warm_protocol import (
     LAUNCHER_TAG,
     WORKER_TAG,
     WorkerRef,
@@ -66,7 +66,7 @@ from librarian.warm_protocol import (
     start_ticks,
 )
 
-log = logging.getLogger("librarian.warm_pool")
+log = logging.getLogger("librarian.orchestration.warm_pool")
 
 LISTEN_FD_ENV = "LIBRARIAN_RUN_POOL_LISTEN_FD"
 WORKERS_ENV = "LIBRARIAN_RUN_POOL_WORKERS"  # workers handed over to the replacing pool

@@ -15,7 +15,7 @@ log = logging.getLogger("librarian")
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    from librarian.catalog import migrate
+    from librarian.storage.catalog import migrate
 
     migrate(Settings().database_url)
     return 0
@@ -25,8 +25,8 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     import redis
     from dagster import DagsterInstance
 
-    from librarian.job_store import MirrorJobStore
-    from librarian.mirror import EventMirror, libpq_dsn
+    from librarian.jobs.store import MirrorJobStore
+    from librarian.orchestration.mirror import EventMirror, libpq_dsn
 
     settings = Settings()
     stop = threading.Event()
@@ -43,8 +43,8 @@ def cmd_mirror(args: argparse.Namespace) -> int:
 
 
 def cmd_embed_server(args: argparse.Namespace) -> int:
-    from librarian.embedder import Embedder
-    from librarian.embedding_service import serve
+    from librarian.embedding.model import Embedder
+    from librarian.embedding.service import serve
 
     settings = Settings()
     # One intra-op thread: the service runs one request per core side by side instead.
@@ -64,8 +64,8 @@ def cmd_embed_server(args: argparse.Namespace) -> int:
 def cmd_run_pool(args: argparse.Namespace) -> int:
     import os
 
-    from librarian.warm_pool import main as pool_main
-    from librarian.warm_protocol import pool_socket_path
+    from librarian.orchestration.warm_pool import main as pool_main
+    from librarian.orchestration.warm_protocol import pool_socket_path
 
     # Before numpy is imported: OpenBLAS would start a thread pool, and a process with threads
     # must not fork. Runs use BLAS for a few vector sums only; the model has its own threads.
@@ -77,8 +77,8 @@ def cmd_run_pool(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from librarian.embedded import EmbeddedPostgres, EmbeddedRedis
-    from librarian.stack import Stack, StackPorts
+    from librarian.cli.local_servers import EmbeddedPostgres, EmbeddedRedis
+    from librarian.cli.stack import Stack, StackPorts
 
     data_dir = Path(args.data_dir).resolve()
     postgres = EmbeddedPostgres(data_dir / "postgres", args.postgres_port)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     embed.add_argument("--socket", help="default: <data dir>/embedder.sock")
     embed.set_defaults(func=cmd_embed_server)
     sub.add_parser("migrate", help="apply catalog migrations").set_defaults(func=cmd_migrate)
-    from librarian.client_cli import add_commands, run_api_command
+    from librarian.cli.client import add_commands, run_api_command
 
     add_commands(sub)
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from librarian.job_events import (
+from librarian.jobs.events import (
     EventType,
     JobError,
     JobEvent,
@@ -22,7 +22,7 @@ from librarian.job_events import (
     parse_progress,
     record_fields,
 )
-from librarian.job_store import MirrorWrite
+from librarian.jobs.store import MirrorWrite
 
 ROOT_RUN_TAG = "dagster/root_run_id"
 URL_TAG = "librarian/url"

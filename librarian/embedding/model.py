@@ -6,8 +6,8 @@ so nothing is downloaded at run time. Any other model is a model file plus a tok
 configuration. The model loads on first use: importing this module is cheap.
 
 Where it runs: with ``quantize`` the session is built from the int8-MatMul copy
-(:mod:`librarian.model_quantization`); with ``service`` the texts go to the host's embedding
-service (:mod:`librarian.embedding_service`) and this process loads nothing unless the service
+(:mod:`librarian.embedding.quantize`); with ``service`` the texts go to the host's embedding
+service (:mod:`librarian.embedding.service`) and this process loads nothing unless the service
 is away.
 """
 
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from librarian.embedding_service import EmbeddingClient, ServiceUnavailable
-from librarian.model_quantization import SUFFIX as QUANTIZED_SUFFIX
-from librarian.model_quantization import quantized_model
+from librarian.embedding.quantize import SUFFIX as QUANTIZED_SUFFIX
+from librarian.embedding.quantize import quantized_model
+from librarian.embedding.service import EmbeddingClient, ServiceUnavailable
 
 if TYPE_CHECKING:
     from librarian.settings import Settings

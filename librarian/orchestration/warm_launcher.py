@@ -3,10 +3,10 @@
 Configured in ``dagster.yaml``::
 
     run_launcher:
-      module: librarian.warm_launcher
+      module: librarian.orchestration.warm_launcher
       class: WarmRunLauncher
 
-The pool (``librarian run-pool``, see :mod:`librarian.warm_pool`) listens on
+The pool (``librarian run-pool``, see :mod:`librarian.orchestration.warm_pool`) listens on
 ``$DAGSTER_HOME/run-pool.sock`` unless ``socket`` is configured (or ``LIBRARIAN_RUN_POOL_SOCKET``
 set). The launcher keeps everything the
 default launcher does and adds what it lacks:
@@ -42,7 +42,7 @@ from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
-from librarian.warm_protocol import (
+from librarian.orchestration.warm_protocol import (
     LAUNCHER_TAG,
     WORKER_TAG,
     PoolError,

@@ -1,4 +1,4 @@
-"""Alembic environment for the catalog. Run through :func:`librarian.catalog.migrate`."""
+"""Alembic environment for the catalog. Run through :func:`librarian.storage.catalog.migrate`."""
 
 from alembic import context
 from sqlalchemy import text

@@ -8,13 +8,13 @@ import re
 
 from pydantic import BaseModel
 
+from librarian.content.decoding import decode_body
+from librarian.content.fetch import FetchedResponse
+from librarian.content.html.extract import extract_html
+from librarian.content.page_signals import is_challenge, is_soft_404
+from librarian.content.page_type import classify as classify_page
+from librarian.content.pdf.extract import extract_pdf
 from librarian.errors import ContentError
-from librarian_assets.decoding import decode_body
-from librarian_assets.fetch import FetchedResponse
-from librarian_assets.html_content import extract_html
-from librarian_assets.page_signals import is_challenge, is_soft_404
-from librarian_assets.page_type import classify as classify_page
-from librarian_assets.pdf_content import extract_pdf
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 TEXT_TYPES = frozenset({"text/plain", "text/markdown", "text/x-markdown"})

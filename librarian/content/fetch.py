@@ -29,8 +29,8 @@ import httpcore
 import httpx
 
 from librarian.canonical_url import canonicalize
+from librarian.content.page_signals import is_challenge
 from librarian.errors import FetchError, InvalidURL
-from librarian_assets.page_signals import is_challenge
 
 Progress = Callable[[int, str], None]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

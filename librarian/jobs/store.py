@@ -2,7 +2,7 @@
 
 Layout (every key under the configured prefix)::
 
-    {p}job:{job_id}            hash    the job record (see :mod:`librarian.job_events`)
+    {p}job:{job_id}            hash    the job record (see :mod:`librarian.jobs.events`)
     {p}job:{job_id}:events     stream  one entry per job event, id ``<dagster storage id>-<n>``
     {p}active:{partition_key}  string  job id of the queued/running job for that URL
     {p}jobs                    zset    job ids by creation time
@@ -23,7 +23,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from librarian.job_events import JobEvent, JobRecord, JobStatus, record_fields
+from librarian.jobs.events import JobEvent, JobRecord, JobStatus, record_fields
 
 # KEYS: record, stream, active, jobs-index
 # ARGV: storage_id, ttl, job_id, mode ("", "enqueued", "terminal"), record-fields JSON,

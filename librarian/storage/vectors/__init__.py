@@ -3,7 +3,8 @@
 One collection per embedding model and dimension (both part of the collection name and recorded
 beside the data), one point per chunk with two named vectors: ``dense`` (cosine) and ``bm25``
 (sparse, Qdrant's IDF modifier: documents carry BM25 term-frequency weights from
-:mod:`librarian.sparse`, a query carries 1.0 per term, and IDF is computed at query time). Point
+:mod:`librarian.embedding.sparse`, a query carries 1.0 per term, and IDF is computed at query
+time). Point
 ids derive from the item, content hash and chunk index, so re-loading a version overwrites instead
 of duplicating. Searches are dense, sparse, or hybrid (both prefetched, fused by RRF), with exact
 payload filters.

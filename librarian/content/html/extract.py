@@ -33,8 +33,8 @@ from collections import Counter
 from lxml.html import HtmlElement
 from pydantic import BaseModel
 
-from librarian_assets.decoding import decode_body
-from librarian_assets.html_candidates import (
+from librarian.content.decoding import decode_body
+from librarian.content.html.candidates import (
     Candidate,
     drop_never_content,
     drop_noscript,
@@ -45,8 +45,8 @@ from librarian_assets.html_candidates import (
     resiliparse_candidate,
     trafilatura_candidate,
 )
-from librarian_assets.html_metadata import choose_title, page_metadata
-from librarian_assets.html_pagetype import is_single_product, schema_types
+from librarian.content.html.metadata import choose_title, page_metadata
+from librarian.content.html.pagetype import is_single_product, schema_types
 
 __all__ = ["ExtractedHtml", "extract_html", "markdown_to_text"]
 

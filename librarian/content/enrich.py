@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from librarian.embedder import Embedder
+from librarian.content.chunking import Chunk, chunk_markdown
+from librarian.content.extract import ExtractedDocument
+from librarian.content.quality import assess
+from librarian.content.summarize import keywords, summarize
+from librarian.embedding.model import Embedder
+from librarian.embedding.sparse import document_vector
 from librarian.errors import EnrichmentError
-from librarian.sparse import document_vector
-from librarian_assets.chunking import Chunk, chunk_markdown
-from librarian_assets.extract import ExtractedDocument
-from librarian_assets.quality import assess
-from librarian_assets.summarize import keywords, summarize
 
 WORDS_PER_MINUTE = 230
 

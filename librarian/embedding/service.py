@@ -14,9 +14,9 @@ Protocol, one request per connection: the client sends one JSON line
 n, "dim": d}`` followed by n × d little-endian float32, or ``{"ok": false, "error": ...}``.
 The model name is checked so a client never gets vectors of another model than it stores under.
 
-The client side (:class:`EmbeddingClient`) is what :class:`librarian.embedder.Embedder` uses when
-a socket is configured; when the service is not there, or fails mid-request, the embedder loads
-the model itself (embedding is a pure function: redoing it is safe).
+The client side (:class:`EmbeddingClient`) is what
+:class:`librarian.embedding.model.Embedder` uses when a socket is configured; when the service
+is not there, or fails mid-request, the embedder loads the model itself (embedding is a pure function: redoing it is safe).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from librarian.embedder import Embedder
+    from librarian.embedding.model import Embedder
 
 REQUEST_LIMIT = 16 * 1024 * 1024  # 256 chunks of 180 words are ~0.3 MB
 MAX_TEXTS = 1024

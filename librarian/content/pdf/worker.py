@@ -1,6 +1,6 @@
-"""Child process of :mod:`librarian_assets.pdf_content`: PDF bytes on stdin, JSON on stdout.
+"""Child process of :mod:`librarian.content.pdf.extract`: PDF bytes on stdin, JSON on stdout.
 
-Usage: ``python -m librarian_assets.pdf_worker MAX_PAGES < file.pdf``
+Usage: ``python -m librarian.content.pdf.worker MAX_PAGES < file.pdf``
 """
 
 from __future__ import annotations

@@ -23,15 +23,15 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from librarian.event_translation import JobState, RunInfo, SourceEvent, translate
-from librarian.job_events import JobError
-from librarian.job_store import MirrorJobStore, MirrorWrite
+from librarian.jobs.events import JobError
+from librarian.jobs.store import MirrorJobStore, MirrorWrite
+from librarian.orchestration.translation import JobState, RunInfo, SourceEvent, translate
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
     from dagster._core.events.log import EventLogEntry
 
-log = logging.getLogger("librarian.mirror")
+log = logging.getLogger("librarian.orchestration.mirror")
 INGEST_JOB = "ingest_url"
 RECONCILE_SECONDS = 30.0
 WILL_RETRY_WAIT = 2.0

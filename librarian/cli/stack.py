@@ -21,12 +21,12 @@ from typing import Literal
 import httpx
 import yaml
 
-from librarian.embedded import port_open
-from librarian.embedding_service import EmbeddingClient
+from librarian.cli.local_servers import port_open
+from librarian.embedding.service import EmbeddingClient
+from librarian.orchestration.warm_protocol import PoolUnavailable, pool_socket_path, request
 from librarian.settings import embedding_socket_path
-from librarian.warm_protocol import PoolUnavailable, pool_socket_path, request
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 POOL_ARGV = [sys.executable, "-m", "librarian", "run-pool"]
 EMBEDDER_ARGV = [sys.executable, "-m", "librarian", "embed-server"]
 

@@ -40,7 +40,7 @@ def extract_pdf(body: bytes, *, url: str | None = None, max_pages: int = 300,
 
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "librarian_assets.pdf_worker", str(max_pages)],
+            [sys.executable, "-m", "librarian.content.pdf.worker", str(max_pages)],
             input=body, capture_output=True, timeout=timeout, preexec_fn=limits, check=False)
     except subprocess.TimeoutExpired as exc:
         raise ContentError("corrupt_document",

@@ -1,0 +1,1 @@
+"""The ``librarian`` command: starting and supervising the processes, and the API client."""

@@ -1,0 +1,1 @@
+"""Main content and metadata of HTML pages."""

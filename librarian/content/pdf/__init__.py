@@ -1,0 +1,1 @@
+"""Text of PDF documents, read in a child process with limits."""

@@ -1,0 +1,1 @@
+"""Jobs as people see them: the record and event schema, and their store in Redis."""

@@ -1,0 +1,1 @@
+"""Where the library lives: the catalog (PostgreSQL), files (disk or S3) and vectors (Qdrant)."""
