@@ -56,6 +56,8 @@ from librarian.content.extract import extract_content
 from librarian.content.fetch import Fetcher, FetchLimits
 from librarian.embedding.model import Embedder
 from librarian.orchestration.warm_protocol import private_memory_kb, proc_stat, request
+from librarian.runs import partition_key
+from librarian.settings import Settings
 from librarian.storage.catalog import Catalog, NewVersion, item_id_for, migrate
 from librarian.storage.objects import LocalObjectStore, version_prefix
 from librarian.storage.vectors import ChunkPoint, VectorStore
@@ -110,7 +112,8 @@ class Sites:
 
 def floor(bodies: list[bytes], sites: Sites, workdir: Path, database_url: str,
           embedder: Embedder) -> list[float]:
-    fetcher = Fetcher(FetchLimits(allow_networks=("127.0.0.0/8",)))
+    settings = Settings(fetch_allow_networks=["127.0.0.0/8"])
+    fetcher = Fetcher(FetchLimits.from_settings(settings))
     catalog = Catalog(database_url)
     files = LocalObjectStore(workdir / "floor-objects")
     vectors = VectorStore(path=workdir / "floor-qdrant")
@@ -119,9 +122,9 @@ def floor(bodies: list[bytes], sites: Sites, workdir: Path, database_url: str,
         url = sites.add(body)
         started = time.perf_counter()
         c = canonicalize(url)
-        doc = extract_content(fetcher.fetch(c.url))
+        doc = extract_content(fetcher.fetch(c.url), pdf_max_pages=settings.pdf_max_pages)
         doc.url = c.url
-        e = enrich(doc, canonical_url=c.url, partition_key=c.partition_key, domain=c.host,
+        e = enrich(doc, canonical_url=c.url, partition_key=partition_key(c), domain=c.host,
                    embedder=embedder)
         item = item_id_for(c.url)
         prefix = version_prefix(item, e.content_hash)
@@ -132,7 +135,7 @@ def floor(bodies: list[bytes], sites: Sites, workdir: Path, database_url: str,
                              chunks=[ChunkPoint(x.index, x.text, x.heading_path, x.vector)
                                      for x in e.chunks])
         catalog.record_version(NewVersion(
-            canonical_url=c.url, url=c.url, domain=c.host, partition_key=c.partition_key,
+            canonical_url=c.url, url=c.url, domain=c.host, partition_key=partition_key(c),
             title=e.title, author=None, published=None, language=e.language, summary=e.summary,
             keywords=e.keywords, tier=e.tier, quality_score=e.quality_score,
             word_count=e.word_count, content_hash=e.content_hash, final_url=c.url,

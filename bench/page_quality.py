@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from librarian.content.html.extract import extract_html
-from librarian.content.page_type import classify
 from librarian.content.quality import assess
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "wcxb-dev"
@@ -49,7 +48,7 @@ def main() -> None:
                    author=found.author, date=found.date, description=found.description)
         scores[kind].append(q.score)
         tiers[kind][q.tier] += 1
-        guessed[kind][classify(html, found.markdown)] += 1
+        guessed[kind][found.page_type] += 1
     print(f"{'page type':14} {'n':>4} {'mean':>5} {'q1':>5} {'median':>6} {'q3':>5} "
           f"{'A':>5} {'B':>5} {'C':>5} {'type guessed right':>19}")
     for kind in sorted(scores, key=lambda k: -statistics.fmean(scores[k])):

@@ -1,17 +1,15 @@
-"""Validation and canonical form of submitted URLs, and the Dagster partition key derived from it.
+"""Validation and canonical form of submitted URLs.
 
 The canonical URL is the catalog's identity for an item: two spellings of one page must map to one
 item, so scheme and host are lower-cased, IDN hosts become punycode, default ports, fragments,
 dot segments and tracking parameters go, and the query is sorted.
 
-The partition key is *not* the URL: Dagster's UI forbids some characters in keys and PostgreSQL's
-btree indexes on run tags fail past ~2.6 KB. It is the host plus a hash of the canonical URL,
-short, stable and still readable in the Dagster UI.
+The run and partition that ingest a URL are derived from its canonical form in
+:mod:`librarian.runs`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
 import socket
@@ -30,7 +28,6 @@ TRACKING_PARAMS = frozenset({
     "mc_eid", "_hsenc", "_hsmi", "mkt_tok", "oly_anon_id", "oly_enc_id", "vero_id", "_ga",
 })
 TRACKING_PREFIXES = ("utm_",)
-_KEY_UNSAFE = re.compile(r"[^a-z0-9.-]")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -40,10 +37,6 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 class CanonicalURL:
     url: str
     host: str
-
-    @property
-    def partition_key(self) -> str:
-        return partition_key(self.url, self.host)
 
 
 def canonicalize(raw: str) -> CanonicalURL:
@@ -82,12 +75,6 @@ def canonicalize(raw: str) -> CanonicalURL:
         raise InvalidURL(f"URL is longer than {MAX_URL_LENGTH} characters once encoded",
                          url=url[:200])
     return CanonicalURL(url=url, host=host)
-
-
-def partition_key(canonical_url: str, host: str) -> str:
-    digest = hashlib.sha256(canonical_url.encode()).hexdigest()[:16]
-    readable = _KEY_UNSAFE.sub("-", host.lower())[:60].strip(".-") or "host"
-    return f"{readable}-{digest}"
 
 
 def _canonical_host(hostname: str, original: str) -> str:

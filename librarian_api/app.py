@@ -17,14 +17,10 @@ from starlette.staticfiles import StaticFiles
 from librarian.errors import LibrarianError
 from librarian.jobs.store import ApiJobStore, JobKeys
 from librarian.settings import Settings
-from librarian.storage.catalog import Catalog
-from librarian.storage.objects import object_store_for
-from librarian.storage.vectors import VectorStore
+from librarian.storage.stores import catalog_for, objects_for, vectors_for
 from librarian_api import health, ingest, library, openapi, search, stream
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.errors import (
-    ApiError,
-    api_error_handler,
     database_error_handler,
     internal_error_handler,
     librarian_error_handler,
@@ -47,17 +43,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         client = aioredis.Redis(connection_pool=pool)
         hub = EventHub(client, JobKeys(settings.redis_prefix).channel)
         await hub.start()
-        catalog = Catalog(settings.database_url)
+        catalog = catalog_for(settings)
         app.state.librarian = AppState(
             settings=settings, jobs=ApiJobStore(client, settings.redis_prefix),
             catalog=catalog, dagster=DagsterSubmitter(settings),
-            objects=object_store_for(settings), hub=hub,
+            objects=objects_for(settings), hub=hub,
             # Searches keep the embedded shard open briefly between them (see VectorStore).
-            vectors=VectorStore(url=settings.qdrant_url,
-                                path=None if settings.qdrant_url else settings.qdrant_path,
-                                api_key=settings.qdrant_api_key.get_secret_value()
-                                if settings.qdrant_api_key else None,
-                                hold_seconds=0.5, max_hold_seconds=2.0))
+            vectors=vectors_for(settings, hold_seconds=0.5))
         try:
             yield
         finally:
@@ -93,8 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ApiError: api_error_handler,
-                            LibrarianError: librarian_error_handler,
+        exception_handlers={LibrarianError: librarian_error_handler,
                             RedisError: redis_error_handler,
                             OperationalError: database_error_handler,
                             # Anything else is still a JSON error with a code, never bare text.

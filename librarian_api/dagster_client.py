@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 
 from librarian.canonical_url import CanonicalURL
+from librarian.errors import OrchestratorUnavailable
+from librarian.runs import JOB_NAME, PARTITIONS_NAME, Source, partition_key, run_config, run_tags
 from librarian.settings import Settings
-
-JOB_NAME = "ingest_url"
-PARTITIONS_NAME = "urls"
 
 ADD_PARTITION = """
 mutation AddPartition($selector: RepositorySelector!, $name: String!, $key: String!) {
@@ -43,10 +42,6 @@ mutation Reexecute($parent: String!) {
   }
 }
 """
-
-
-class OrchestratorUnavailable(Exception):
-    """Dagster could not be reached or refused the submission."""
 
 
 class DagsterSubmitter:
@@ -91,21 +86,19 @@ class DagsterSubmitter:
             raise OrchestratorUnavailable(
                 f"cannot add partition {key}: {kind} {data['addDynamicPartition'].get('message')}")
 
-    def submit(self, url: CanonicalURL, source: str = "api") -> str:
+    def submit(self, url: CanonicalURL, source: Source) -> str:
         """Add the URL's partition and submit its run; return the run id."""
         from dagster_graphql import DagsterGraphQLClientError
 
-        key = url.partition_key
-        self.add_partition(key)
+        self.add_partition(partition_key(url))
         try:
             run_id: str = self._client().submit_job_execution(
                 JOB_NAME,
                 repository_location_name=self.location,
                 repository_name=self.repository,
                 # Partitioned runs launched over GraphQL do not get the job's default config.
-                run_config={"ops": {"extract": {"config": {"url": url.url}}}},
-                tags={"dagster/partition": key, "librarian/url": url.url,
-                      "librarian/domain": url.host, "librarian/source": source},
+                run_config=run_config(url),
+                tags=run_tags(url, source),
             )
         except DagsterGraphQLClientError as exc:
             raise OrchestratorUnavailable(f"Dagster refused the run: {exc}") from exc

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from librarian.embedding.service import EmbeddingClient
+from librarian.embedding.client import EmbeddingClient
 from librarian_api.state import app_state
 
 TIMEOUT = 3.0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -13,51 +11,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from librarian.canonical_url import canonicalize
-from librarian.errors import StorageError
-from librarian.storage.catalog import LibraryFilters
+from librarian.errors import ErrorCode, StorageError
+from librarian.runs import Source
 from librarian.storage.objects import item_prefix
 from librarian_api.errors import ApiError
-from librarian_api.ingest import MAX_BATCH, submit_url, submit_urls
-from librarian_api.state import AppState, app_state
+from librarian_api.params import item_or_404, parse_filters, parse_limit
+from librarian_api.state import app_state
+from librarian_api.submissions import (
+    MAX_BATCH,
+    outcomes_json,
+    status_code,
+    submission_json,
+    submit_url,
+    submit_urls,
+)
 
 log = logging.getLogger("librarian.api")
-MAX_LIMIT = 100
 FILE_TYPES = {"markdown": "text/markdown; charset=utf-8", "metadata": "application/json",
               "raw": "application/octet-stream"}
-
-
-def parse_limit(request: Request, default: int = 20) -> int:
-    try:
-        limit = int(request.query_params.get("limit", str(default)))
-    except ValueError as exc:
-        raise ApiError(422, "invalid_limit", "limit must be an integer") from exc
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ApiError(422, "invalid_limit", f"limit must be between 1 and {MAX_LIMIT}")
-    return limit
-
-
-def parse_filters(request: Request) -> LibraryFilters:
-    """``tier``, ``language``, ``domain``, ``page_type`` (repeatable or comma-separated),
-    ``since`` / ``until`` (ISO dates) and ``q`` (words in title, summary, keywords)."""
-    params = request.query_params
-
-    def many(name: str) -> tuple[str, ...]:
-        return tuple(v.strip() for raw in params.getlist(name) for v in raw.split(",")
-                     if v.strip())
-
-    def date(name: str) -> datetime | None:
-        raw = params.get(name)
-        if not raw:
-            return None
-        try:
-            return datetime.fromisoformat(raw)
-        except ValueError as exc:
-            raise ApiError(422, "invalid_date", f"{name} must be an ISO date") from exc
-
-    return LibraryFilters(tier=tuple(t.upper() for t in many("tier")),
-                          language=many("language"), domain=many("domain"),
-                          page_type=many("page_type"), since=date("since"),
-                          until=date("until"), query=params.get("q") or None)
 
 
 async def list_items(request: Request) -> JSONResponse:
@@ -69,25 +40,14 @@ async def list_items(request: Request) -> JSONResponse:
         items, next_cursor = await run_in_threadpool(state.catalog.list_items, limit, cursor,
                                                      filters)
     except ValueError as exc:
-        raise ApiError(422, "invalid_cursor", "cursor is not one this API returned") from exc
+        raise ApiError(ErrorCode.INVALID_CURSOR, "cursor is not one this API returned") from exc
     return JSONResponse({"items": [_with_links(request, i) for i in items],
                          "next_cursor": next_cursor, "limit": limit})
 
 
-async def _item_or_404(state: AppState, item_id: str) -> dict[str, Any]:
-    try:
-        uuid.UUID(item_id)
-    except ValueError as exc:
-        raise ApiError(404, "item_not_found", f"no item {item_id}") from exc
-    item = await run_in_threadpool(state.catalog.get_item, item_id)
-    if item is None:
-        raise ApiError(404, "item_not_found", f"no item {item_id}")
-    return item
-
-
 async def get_item(request: Request) -> JSONResponse:
     state = app_state(request)
-    item = await _item_or_404(state, request.path_params["item_id"])
+    item = await item_or_404(state, request.path_params["item_id"])
     for version in item["versions"]:
         version["files"] = {}
         for kind, key in (version.get("object_keys") or {}).items():
@@ -99,17 +59,17 @@ async def get_item(request: Request) -> JSONResponse:
 
 async def get_file(request: Request) -> Response:
     state = app_state(request)
-    item = await _item_or_404(state, request.path_params["item_id"])
+    item = await item_or_404(state, request.path_params["item_id"])
     kind = request.path_params["kind"]
     version = next((v for v in item["versions"]
                     if v["version"] == request.path_params["version"]), None)
     key = (version or {}).get("object_keys", {}).get(kind)
     if version is None or key is None or kind not in FILE_TYPES:
-        raise ApiError(404, "file_not_found", f"no {kind} file for that version")
+        raise ApiError(ErrorCode.FILE_NOT_FOUND, f"no {kind} file for that version")
     try:
         data = await run_in_threadpool(state.objects.get, key)
     except StorageError as exc:
-        raise ApiError(503, "storage_error", exc.message) from exc
+        raise ApiError(ErrorCode.STORAGE_ERROR, exc.message) from exc
     media = version.get("content_type") if kind == "raw" else FILE_TYPES[kind]
     return Response(data, media_type=media or FILE_TYPES[kind])
 
@@ -118,10 +78,10 @@ async def delete_item(request: Request) -> JSONResponse:
     """Catalog rows first (the item leaves the library at once), then files and vectors."""
     state = app_state(request)
     item_id = request.path_params["item_id"]
-    await _item_or_404(state, item_id)
+    await item_or_404(state, item_id)
     removed = await run_in_threadpool(state.catalog.delete_item, item_id)
     if removed is None:
-        raise ApiError(404, "item_not_found", f"no item {item_id}")
+        raise ApiError(ErrorCode.ITEM_NOT_FOUND, f"no item {item_id}")
     problems = []
     try:
         files = await run_in_threadpool(state.objects.delete_prefix, item_prefix(item_id))
@@ -147,8 +107,9 @@ async def delete_item(request: Request) -> JSONResponse:
 
 async def refresh_item(request: Request) -> JSONResponse:
     state = app_state(request)
-    item = await _item_or_404(state, request.path_params["item_id"])
-    return await submit_url(request, canonicalize(item["canonical_url"]), source="refresh")
+    item = await item_or_404(state, request.path_params["item_id"])
+    sub = await submit_url(state, canonicalize(item["canonical_url"]), Source.REFRESH)
+    return JSONResponse(submission_json(request, sub), status_code=status_code(sub))
 
 
 async def reembed(request: Request) -> JSONResponse:
@@ -159,11 +120,12 @@ async def reembed(request: Request) -> JSONResponse:
     model = state.settings.stored_embedding_model
     urls, stale = await run_in_threadpool(state.catalog.embedded_with_other_model, model,
                                           MAX_BATCH)
-    accepted, results = await submit_urls(request, urls, source="reembed")
+    outcomes = await submit_urls(state, urls, Source.REEMBED)
+    accepted, results = outcomes_json(request, urls, outcomes)
     body: dict[str, Any] = {"model": model, "stale": stale, "accepted": accepted,
                             "remaining": stale - accepted, "results": results}
     if stale and not accepted:
-        body["error"] = {"code": "submit_failed",
+        body["error"] = {"code": ErrorCode.SUBMIT_FAILED.value,
                          "message": f"none of {len(urls)} refresh runs could be submitted; "
                                     "each result says why"}
         return JSONResponse(body, status_code=503)

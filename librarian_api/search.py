@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from librarian.embedding.sparse import query_vector, terms
+from librarian.errors import ErrorCode
 from librarian_api.errors import ApiError
-from librarian_api.library import parse_filters, parse_limit
+from librarian_api.params import parse_filters, parse_limit
 from librarian_api.state import AppState, app_state
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
@@ -29,12 +30,12 @@ async def search(request: Request) -> JSONResponse:
     state = app_state(request)
     query = (request.query_params.get("q") or "").strip()
     if not query:
-        raise ApiError(422, "invalid_query", "q must not be empty")
+        raise ApiError(ErrorCode.INVALID_QUERY, "q must not be empty")
     if len(query) > 1000:
-        raise ApiError(422, "invalid_query", "q is longer than 1000 characters")
+        raise ApiError(ErrorCode.INVALID_QUERY, "q is longer than 1000 characters")
     mode = request.query_params.get("mode", "hybrid")
     if mode not in MODES:
-        raise ApiError(422, "invalid_mode", f"mode must be one of {', '.join(MODES)}")
+        raise ApiError(ErrorCode.INVALID_MODE, f"mode must be one of {', '.join(MODES)}")
     limit = parse_limit(request, default=10)
     filters = parse_filters(request)
     hits = await run_in_threadpool(run_search, state, query, mode, limit * CHUNKS_PER_ITEM,

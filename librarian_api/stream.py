@@ -19,9 +19,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
+from librarian.errors import ErrorCode
 from librarian.jobs.events import EventType, JobError, JobEvent, JobRecord, JobStatus
 from librarian_api.errors import ApiError
-from librarian_api.ingest import job_or_404
+from librarian_api.params import job_or_404
 from librarian_api.state import AppState, app_state
 
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
@@ -36,7 +37,7 @@ async def stream(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if last and not _ENTRY_ID.match(last):
-        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must look like 123-0")
+        raise ApiError(ErrorCode.INVALID_LAST_EVENT_ID, "Last-Event-ID must look like 123-0")
     record = await job_or_404(state, job_id)
     after = last or "0-0"
     finished = record.status.is_terminal
@@ -62,9 +63,9 @@ async def stream(request: Request) -> Response:
 async def _from_dagster(record: JobRecord) -> AsyncIterator[ServerSentEvent]:
     kind = {JobStatus.COMPLETED: EventType.JOB_COMPLETED, JobStatus.FAILED: EventType.ERROR,
             JobStatus.CANCELLED: EventType.JOB_CANCELLED}[record.status]
-    event = JobEvent(type=kind, job_id=record.job_id, message=record.message,
-                     error=JobError(stage="run", code="run_failed", message=record.message or "")
-                     if kind == EventType.ERROR else None)
+    error = (JobError(stage="run", code=ErrorCode.RUN_FAILED, message=record.message or "")
+             if kind == EventType.ERROR else None)
+    event = JobEvent(type=kind, job_id=record.job_id, message=record.message, error=error)
     yield ServerSentEvent(id="0-1", event=kind.value, data=event.to_json())
 
 

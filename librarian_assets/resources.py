@@ -1,65 +1,103 @@
 """Every external system the ops touch, behind one resource each, configured per deployment.
 
-Clients are created per run-worker process and reused across ops of the run; nothing here opens
-a connection at import time.
+A resource holds the :class:`~librarian.settings.Settings` fields its client needs and nothing
+else: no defaults of its own (they are the settings'), built by ``from_settings`` in
+:mod:`librarian_assets.definitions`. Secrets reach Dagster as ``EnvVar`` when they come from the
+environment, so its UI never shows their values. Clients are built by the same functions the
+API uses (:mod:`librarian.storage.stores`, :meth:`Embedder.from_settings`,
+:meth:`FetchLimits.from_settings`), once per run-worker process, and nothing here opens a
+connection at import time.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from functools import cache
 from pathlib import Path
+from typing import Any, Self
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 
-from librarian.content.fetch import USER_AGENT, Fetcher, FetchLimits
+from librarian.content.fetch import Fetcher, FetchLimits
 from librarian.embedding.model import Embedder
+from librarian.settings import Settings
 from librarian.storage.catalog import Catalog
-from librarian.storage.objects import LocalObjectStore, MinioObjectStore, ObjectStore
+from librarian.storage.objects import ObjectStore
+from librarian.storage.stores import catalog_for, objects_for, vectors_for
 from librarian.storage.vectors import VectorStore
 
+# Settings that must not be shown in the Dagster UI.
+SECRETS = frozenset({"database_url", "s3_secret_key", "qdrant_api_key"})
 
-class FetcherResource(ConfigurableResource):  # type: ignore[misc,type-arg]
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0
-    total_timeout: float = 60.0
-    max_bytes: int = 20 * 1024 * 1024
-    max_redirects: int = 5
-    user_agent: str = USER_AGENT
-    allow_networks: list[str] = []
-    respect_robots: bool = False
-    pdf_max_pages: int = 300
+
+class SettingsResource(ConfigurableResource):  # type: ignore[misc,type-arg]
+    """A resource configured with the settings fields it declares (same names, no defaults)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            variable = f"LIBRARIAN_{name.upper()}"
+            if name in SECRETS and variable in os.environ:
+                values[name] = EnvVar(variable)
+            else:
+                values[name] = _plain(getattr(settings, name))
+        return cls(**values)
+
+    def settings(self) -> Settings:
+        # Validated again (strings back to paths and secrets); unset fields are Settings'
+        # defaults, which none of this resource's clients reads.
+        return Settings.model_validate(self.model_dump())
+
+
+def _plain(value: Any) -> Any:
+    """A settings value as resource config: paths absolute, secrets revealed (EnvVar above)."""
+    if isinstance(value, Path):
+        return str(value.resolve())
+    if hasattr(value, "get_secret_value"):
+        return value.get_secret_value()
+    return value
+
+
+class FetcherResource(SettingsResource):
+    fetch_connect_timeout: float
+    fetch_read_timeout: float
+    fetch_total_timeout: float
+    fetch_max_bytes: int
+    fetch_max_redirects: int
+    fetch_user_agent: str
+    fetch_allow_networks: list[str]
+    fetch_respect_robots: bool
+    pdf_max_pages: int
 
     def fetcher(self) -> Fetcher:
-        fields = self.model_dump(exclude={"pdf_max_pages"})
-        return Fetcher(FetchLimits(**{**fields, "allow_networks": tuple(self.allow_networks)}))
+        return Fetcher(FetchLimits.from_settings(self.settings()))
 
 
-class EmbedderResource(ConfigurableResource):  # type: ignore[misc,type-arg]
-    model_name: str = "all-MiniLM-L6-v2-int8"
-    model_path: str | None = None
-    tokenizer_path: str | None = None
-    cache_dir: str | None = None
-    quantize: bool = False
-    service_socket: str | None = None
+class EmbedderResource(SettingsResource):
+    data_dir: str
+    embedding_model_path: str | None
+    embedding_tokenizer_path: str | None
+    embedding_model_name: str
+    embedding_quantize: bool
+    embedding_service_socket: str | None
 
     def embedder(self, threads: int = 0) -> Embedder:
-        return _embedder(self.model_name, self.model_path, self.tokenizer_path, threads,
-                         self.cache_dir, self.quantize, self.service_socket)
+        return _embedder(self._key(), threads)
+
+    def _key(self) -> str:
+        return json.dumps(self.model_dump(), sort_keys=True)
 
 
 @cache
-def _embedder(name: str, model_path: str | None, tokenizer_path: str | None,
-              threads: int, cache_dir: str | None, quantize: bool,
-              service_socket: str | None) -> Embedder:
+def _embedder(config: str, threads: int) -> Embedder:
     # One loaded model per process: the ONNX session is the expensive part.
-    return Embedder(Path(model_path) if model_path else None,
-                    Path(tokenizer_path) if tokenizer_path else None, name=name,
-                    threads=threads, cache_dir=Path(cache_dir) if cache_dir else None,
-                    quantize=quantize,
-                    service=Path(service_socket) if service_socket else None)
+    settings = Settings.model_validate(json.loads(config))
+    return Embedder.from_settings(settings, threads=threads, service=settings.embedding_socket)
 
 
-class CatalogResource(ConfigurableResource):  # type: ignore[misc,type-arg]
+class CatalogResource(SettingsResource):
     database_url: str
 
     def catalog(self) -> Catalog:
@@ -68,32 +106,26 @@ class CatalogResource(ConfigurableResource):  # type: ignore[misc,type-arg]
 
 @cache
 def _catalog(database_url: str) -> Catalog:
-    return Catalog(database_url, pool_size=1)
+    # A run worker runs one op at a time: one connection is all it needs.
+    return catalog_for(Settings.model_validate({"database_url": database_url}), pool_size=1)
 
 
-class ObjectStoreResource(ConfigurableResource):  # type: ignore[misc,type-arg]
-    local_path: str | None = None
-    endpoint: str | None = None
-    access_key: str | None = None
-    secret_key: str | None = None
-    bucket: str = "librarian"
-    secure: bool = False
+class ObjectStoreResource(SettingsResource):
+    data_dir: str
+    s3_endpoint: str | None
+    s3_access_key: str
+    s3_secret_key: str
+    s3_bucket: str
+    s3_secure: bool
 
     def store(self) -> ObjectStore:
-        if self.endpoint:
-            return MinioObjectStore(self.endpoint, self.access_key or "", self.secret_key or "",
-                                    self.bucket, self.secure)
-        if not self.local_path:
-            raise ValueError("object store needs local_path or endpoint")
-        return LocalObjectStore(Path(self.local_path))
+        return objects_for(self.settings())
 
 
-class VectorStoreResource(ConfigurableResource):  # type: ignore[misc,type-arg]
-    url: str | None = None
-    path: str | None = None
-    api_key: str | None = None
-    collection_prefix: str = ""
+class VectorStoreResource(SettingsResource):
+    data_dir: str
+    qdrant_url: str | None
+    qdrant_api_key: str | None
 
     def store(self) -> VectorStore:
-        return VectorStore(url=self.url, path=Path(self.path) if self.path else None,
-                           api_key=self.api_key, collection_prefix=self.collection_prefix)
+        return vectors_for(self.settings())

@@ -25,16 +25,17 @@ from dagster import (
 
 from librarian.canonical_url import canonicalize
 from librarian.errors import InvalidURL
+from librarian.runs import PARTITIONS_NAME, Source, partition_key, run_config, run_tags
 from librarian_assets.job import ingest_url
-from librarian_assets.partitions import URLS_PARTITIONS_NAME, urls_partitions
+from librarian_assets.partitions import urls_partitions
 
 
 def _prefix_hash(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
-def build_watchlist_sensor(path: Path, *, interval_seconds: int = 10,
-                           max_runs_per_tick: int = 20) -> SensorDefinition:
+def build_watchlist_sensor(path: Path, *, interval_seconds: int,
+                           max_runs_per_tick: int) -> SensorDefinition:
     @sensor(name="watchlist_sensor", job=ingest_url, minimum_interval_seconds=interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
             description=f"Ingests new URLs appended to {path}.")
@@ -63,18 +64,13 @@ def build_watchlist_sensor(path: Path, *, interval_seconds: int = 10,
             except InvalidURL as exc:
                 context.log.warning(f"watchlist line {position + 1}: {exc.message}")
                 continue
-            key = canonical.partition_key
-            if key in new_keys or context.instance.has_dynamic_partition(URLS_PARTITIONS_NAME,
-                                                                          key):
+            key = partition_key(canonical)
+            if key in new_keys or context.instance.has_dynamic_partition(PARTITIONS_NAME, key):
                 continue
             new_keys.append(key)
             requests.append(RunRequest(
-                run_key=f"watchlist:{key}:{position}",
-                partition_key=key,
-                run_config={"ops": {"extract": {"config": {"url": canonical.url}}}},
-                tags={"librarian/url": canonical.url, "librarian/domain": canonical.host,
-                      "librarian/source": "watchlist"},
-            ))
+                run_key=f"watchlist:{key}:{position}", partition_key=key,
+                run_config=run_config(canonical), tags=run_tags(canonical, Source.WATCHLIST)))
         cursor = json.dumps({"n": position, "h": _prefix_hash(lines[:position])})
         if not requests:
             return SensorResult(skip_reason=SkipReason("no new URLs"), cursor=cursor)

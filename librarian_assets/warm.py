@@ -44,7 +44,7 @@ def warm_up() -> None:
         # A real-looking host: the metadata stage loads the public-suffix list for it.
         url="https://www.example.com/warm-up", final_url="https://www.example.com/warm-up",
         status_code=200,
-        content_type="text/html", charset="utf-8", body=_PAGE))
+        content_type="text/html", charset="utf-8", body=_PAGE), pdf_max_pages=1)
     with contextlib.suppress(Exception):  # the public-suffix list, read on first use
         from tld import get_tld
 

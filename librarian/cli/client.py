@@ -16,9 +16,9 @@ from httpx_sse import connect_sse
 
 from librarian.canonical_url import canonicalize
 from librarian.errors import InvalidURL
+from librarian.jobs.events import TERMINAL_EVENTS
 
-TERMINAL = {"job_completed", "error", "job_cancelled"}
-SPAN = {"extract": (0, 40), "transform": (40, 85), "load": (85, 100)}
+TERMINAL = {kind.value for kind in TERMINAL_EVENTS}
 
 
 class ApiClient:
@@ -55,14 +55,11 @@ def follow(client: ApiClient, jobs: list[dict[str, Any]]) -> list[dict[str, Any]
                         continue
                     event = json.loads(sse.data)
                     stage = event.get("stage")
-                    if stage and event.get("percent") is not None:
-                        lo, hi = SPAN.get(stage, (0, 100))
-                        progress.update(task, completed=lo + (hi - lo) * event["percent"] / 100)
+                    if event.get("job_percent") is not None:  # the whole job's, on the event
+                        progress.update(task, completed=event["job_percent"])
                     if event.get("message") or stage:
                         progress.update(task, status=f"{stage or ''} {event.get('message', '')}"
                                         .strip()[:60])
-                    if sse.event == "stage_completed" and stage:
-                        progress.update(task, completed=SPAN.get(stage, (0, 100))[1])
                     if sse.event in TERMINAL:
                         finals[index] = event
                         progress.update(task, completed=100 if sse.event == "job_completed"

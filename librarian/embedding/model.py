@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from librarian.embedding.client import EmbeddingClient
 from librarian.embedding.quantize import SUFFIX as QUANTIZED_SUFFIX
 from librarian.embedding.quantize import quantized_model
-from librarian.embedding.service import EmbeddingClient, ServiceUnavailable
+from librarian.errors import EmbeddingServiceUnavailable
 
 if TYPE_CHECKING:
     from librarian.settings import Settings
@@ -171,7 +172,7 @@ class Embedder:
         if texts and self._service is not None and time.monotonic() >= self._service_retry_at:
             try:
                 vectors = self._service.embed(self.name, texts)
-            except ServiceUnavailable as exc:
+            except EmbeddingServiceUnavailable as exc:
                 # Embed here instead; ask the service again later (the API lives for days).
                 self._service_retry_at = time.monotonic() + SERVICE_RETRY_S
                 log.warning("embedding locally: %s", exc)

@@ -9,20 +9,22 @@ Events, in the order a client sees them for one job::
                 → job_completed | error | job_cancelled
 
 ``heartbeat`` is added by the SSE layer only. Exactly one terminal event ends every stream.
+Progress events carry the stage's ``percent`` and the whole job's ``job_percent`` (each stage
+covers a share of the job, :data:`STAGE_SPAN`), so no client recomputes it.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+# The job's stages, in order: the ops of ``ingest_url`` carry these names.
 STAGES = ("extract", "transform", "load")
-# Share of the whole job each stage covers, for the record's overall percent.
+# Share of the whole job each stage covers, for the overall percent.
 STAGE_SPAN = {"extract": (0, 40), "transform": (40, 85), "load": (85, 100)}
 
 
@@ -75,7 +77,8 @@ class JobEvent(BaseModel):
     job_id: str
     ts: float = Field(default_factory=time.time)
     stage: str | None = None
-    percent: int | None = None
+    percent: int | None = None  # of the stage
+    job_percent: int | None = None  # of the whole job
     message: str | None = None
     duration_ms: int | None = None
     url: str | None = None
@@ -141,19 +144,3 @@ def record_fields(**fields: Any) -> dict[str, str]:
 def overall_percent(stage: str, stage_percent: int) -> int:
     lo, hi = STAGE_SPAN.get(stage, (0, 100))
     return lo + round((hi - lo) * max(0, min(100, stage_percent)) / 100)
-
-
-# Ops report progress as ordinary log lines so they read well in the Dagster UI too;
-# the mirror recognises them by this shape.
-_PROGRESS = re.compile(r"^\[progress (\d{1,3})%\] (.*)$", re.S)
-
-
-def progress_message(percent: int, message: str) -> str:
-    return f"[progress {max(0, min(100, int(percent)))}%] {message}"
-
-
-def parse_progress(line: str) -> tuple[int, str] | None:
-    match = _PROGRESS.match(line)
-    if not match:
-        return None
-    return min(100, int(match.group(1))), match.group(2)

@@ -23,23 +23,24 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from librarian.errors import ErrorCode
 from librarian.jobs.events import JobError
 from librarian.jobs.store import MirrorJobStore, MirrorWrite
 from librarian.orchestration.translation import JobState, RunInfo, SourceEvent, translate
+from librarian.runs import JOB_NAME, Tag, read_progress, url_from_run_config
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
     from dagster._core.events.log import EventLogEntry
 
 log = logging.getLogger("librarian.orchestration.mirror")
-INGEST_JOB = "ingest_url"
 RECONCILE_SECONDS = 30.0
 WILL_RETRY_WAIT = 2.0
 
 
 class EventMirror:
     def __init__(self, instance: DagsterInstance, store: MirrorJobStore, *,
-                 job_name: str = INGEST_JOB, batch: int = 500, gap_wait: float = 2.0) -> None:
+                 job_name: str = JOB_NAME, batch: int = 500, gap_wait: float = 2.0) -> None:
         self.instance = instance
         self.store = store
         self.job_name = job_name
@@ -116,7 +117,7 @@ class EventMirror:
         info = None
         if dagster_run is not None and dagster_run.job_name == self.job_name:
             info = RunInfo.from_tags(run_id, dict(dagster_run.tags),
-                                     _config_url(dagster_run.run_config))
+                                     url_from_run_config(dagster_run.run_config))
         self._runs[run_id] = info
         if len(self._runs) > 10_000:
             self._runs.popitem(last=False)
@@ -134,7 +135,7 @@ class EventMirror:
             self._runs.pop(run_id, None)
             info = self._run(run_id)
             dagster_run = self.instance.get_run_by_id(run_id)
-            decided = dagster_run is None or "dagster/will_retry" in dagster_run.tags
+            decided = dagster_run is None or Tag.WILL_RETRY in dagster_run.tags
             if decided or time.monotonic() >= deadline:
                 return info
             time.sleep(0.05)
@@ -214,6 +215,7 @@ def adapt(storage_id: int, entry: EventLogEntry) -> SourceEvent:
     duration = None
     failure = None
     materialization = None
+    progress = None
     message = entry.user_message or ""
     if event is not None:
         message = event.message or message
@@ -225,30 +227,31 @@ def adapt(storage_id: int, entry: EventLogEntry) -> SourceEvent:
         elif kind == "ASSET_MATERIALIZATION":
             mat = entry.asset_materialization
             if mat is not None:
-                materialization = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+                materialization = _values(mat.metadata)
+        elif kind == "ENGINE_EVENT":
+            progress = read_progress(_values(getattr(data, "metadata", None)))
     return SourceEvent(storage_id=storage_id, run_id=entry.run_id, timestamp=entry.timestamp,
                        event_type=kind, step_key=entry.step_key, message=message,
-                       duration_ms=duration, failure=failure, materialization=materialization)
+                       duration_ms=duration, failure=failure, materialization=materialization,
+                       progress=progress)
+
+
+def _values(metadata: Any) -> dict[str, Any]:
+    """Dagster metadata as plain values."""
+    return {k: getattr(v, "value", v) for k, v in (metadata or {}).items()}
 
 
 def _failure(stage: str, data: Any) -> JobError:
     user = getattr(data, "user_failure_data", None)
     if user is not None:
-        meta = {k: getattr(v, "value", v) for k, v in (user.metadata or {}).items()}
+        meta = _values(user.metadata)
         return JobError(stage=str(meta.get("stage") or stage),
-                        code=str(meta.get("code") or "failed"),
+                        code=str(meta.get("code") or ErrorCode.INTERNAL_ERROR),
                         message=user.description or "failed")
     error = getattr(data, "error", None)
     text = (getattr(error, "message", "") or "step failed").strip().splitlines()
-    return JobError(stage=stage, code="internal_error", message=text[0][:500] if text else "")
-
-
-def _config_url(run_config: Any) -> str | None:
-    try:
-        url = run_config["ops"]["extract"]["config"]["url"]
-    except (KeyError, TypeError):
-        return None
-    return url if isinstance(url, str) else None
+    return JobError(stage=stage, code=ErrorCode.INTERNAL_ERROR,
+                    message=text[0][:500] if text else "")
 
 
 def _listen(dsn: str) -> Any:

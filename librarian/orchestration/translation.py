@@ -4,31 +4,30 @@ The mirror adapts each Dagster event-log entry into a :class:`SourceEvent`, look
 (:class:`RunInfo`) and the job's running state (:class:`JobState`), and calls :func:`translate`.
 One terminal job event per run: ``job_completed`` at RUN_SUCCESS (with the result the ``load`` op
 materialized), ``error`` at RUN_FAILURE (with the code of the failed step, or ``run_failed`` when
-the worker died without reporting one), ``job_cancelled`` at RUN_CANCELED.
+the worker died without reporting one), ``job_cancelled`` at RUN_CANCELED. Progress comes from
+the metadata of the ops' progress events (:func:`librarian.runs.progress_metadata`); log lines
+are never parsed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from librarian.errors import ErrorCode
 from librarian.jobs.events import (
+    STAGES,
     EventType,
     JobError,
     JobEvent,
     JobResult,
     JobStatus,
     overall_percent,
-    parse_progress,
     record_fields,
 )
 from librarian.jobs.store import MirrorWrite
-
-ROOT_RUN_TAG = "dagster/root_run_id"
-URL_TAG = "librarian/url"
-PARTITION_TAG = "dagster/partition"
-WILL_RETRY_TAG = "dagster/will_retry"
-STAGES = ("extract", "transform", "load")
+from librarian.runs import Tag, result_from_metadata
 
 
 @dataclass(frozen=True)
@@ -42,12 +41,11 @@ class RunInfo:
 
     @classmethod
     def from_tags(cls, run_id: str, tags: dict[str, str], url_from_config: str | None) -> RunInfo:
-        root = tags.get(ROOT_RUN_TAG)
-        attempt = int(tags.get("dagster/retry_number", "0")) + 1
-        return cls(run_id=run_id, job_id=root or run_id,
-                   url=tags.get(URL_TAG) or url_from_config or "",
-                   partition_key=tags.get(PARTITION_TAG), attempt=attempt,
-                   will_retry=tags.get(WILL_RETRY_TAG) == "true")
+        attempt = int(tags.get(Tag.RETRY_NUMBER, "0")) + 1
+        return cls(run_id=run_id, job_id=tags.get(Tag.ROOT_RUN) or run_id,
+                   url=tags.get(Tag.URL) or url_from_config or "",
+                   partition_key=tags.get(Tag.PARTITION), attempt=attempt,
+                   will_retry=tags.get(Tag.WILL_RETRY) == "true")
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,7 @@ class SourceEvent:
     duration_ms: int | None = None
     failure: JobError | None = None
     materialization: dict[str, Any] | None = None
+    progress: int | None = None  # the stage's percent, on an op's progress event
 
 
 @dataclass
@@ -68,104 +67,166 @@ class JobState:
     stage: str | None = None
     result: JobResult | None = None
     error: JobError | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Write:
+    """What one event does, filled in by its handler."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    events: list[JobEvent] = field(default_factory=list)
+    mode: str = ""  # "", "enqueued" or "terminal"
+    clear: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Context:
+    ev: SourceEvent
+    run: RunInfo
+    state: JobState
+    stage: str | None
+    out: _Write
+
+    def update(self, **fields: Any) -> None:
+        self.out.fields.update(fields)
+
+    def event(self, kind: EventType, **kw: Any) -> None:
+        self.out.events.append(JobEvent(type=kind, job_id=self.run.job_id, ts=self.ev.timestamp,
+                                        **kw))
 
 
 def translate(ev: SourceEvent, run: RunInfo, state: JobState) -> MirrorWrite | None:
-    job = run.job_id
     stage = ev.step_key if ev.step_key in STAGES else None
+    handler = _handler(ev, run, stage)
+    if handler is None:
+        return None
+    out = _Write()
+    handler(_Context(ev, run, state, stage, out))
     # Identity fields go with every write: a record may be first created by any event (runs
     # launched in process never pass through RUN_ENQUEUED, and Redis may have lost the record).
-    fields: dict[str, Any] = {"job_id": job, "run_id": run.run_id, "url": run.url,
-                              "partition_key": run.partition_key, "updated_at": ev.timestamp}
-    events: list[JobEvent] = []
-    mode = ""
-    clear: tuple[str, ...] = ()
-
-    def event(kind: EventType, **kw: Any) -> None:
-        events.append(JobEvent(type=kind, job_id=job, ts=ev.timestamp, **kw))
-
-    match ev.event_type:
-        case "RUN_ENQUEUED":
-            fields.update(status=JobStatus.QUEUED, url=run.url, run_id=run.run_id,
-                          partition_key=run.partition_key, attempt=run.attempt)
-            mode = "enqueued"
-        case "RUN_START":
-            fields.update(status=JobStatus.RUNNING, started_at=ev.timestamp, run_id=run.run_id,
-                          url=run.url, attempt=run.attempt, message="started")
-            event(EventType.JOB_STARTED, url=run.url, attempt=run.attempt)
-        case "STEP_START" if stage:
-            state.stage = stage
-            fields.update(stage=stage, percent=overall_percent(stage, 0),
-                          message=f"{stage} started")
-            event(EventType.STAGE_STARTED, stage=stage)
-        case None if stage:
-            progress = parse_progress(ev.message)
-            if progress is None:
-                return None
-            percent, message = progress
-            fields.update(stage=stage, percent=overall_percent(stage, percent), message=message)
-            event(EventType.STAGE_PROGRESS, stage=stage, percent=percent, message=message)
-        case "STEP_UP_FOR_RETRY" if stage:
-            fields.update(message=f"{stage} will be retried: {ev.message}")
-            event(EventType.STAGE_PROGRESS, stage=stage, message=f"retrying: {ev.message}")
-        case "STEP_SUCCESS" if stage:
-            fields.update(percent=overall_percent(stage, 100), message=f"{stage} completed")
-            event(EventType.STAGE_COMPLETED, stage=stage, duration_ms=ev.duration_ms or 0)
-        case "ASSET_MATERIALIZATION" if ev.materialization is not None:
-            state.result = result_from_metadata(ev.materialization, run.url)
-            fields.update(result=state.result)
-        case "STEP_FAILURE" if stage:
-            state.error = ev.failure or JobError(stage=stage, code="internal_error",
-                                                 message=ev.message or "step failed")
-            fields.update(error=state.error)
-        case "RUN_SUCCESS":
-            fields.update(status=JobStatus.COMPLETED, percent=100, finished_at=ev.timestamp,
-                          message="completed", result=state.result)
-            event(EventType.JOB_COMPLETED, url=run.url, result=state.result)
-            mode = "terminal"
-        case "RUN_FAILURE" if run.will_retry:
-            # Not the end: Dagster re-executes the run (a worker that died, not an op failure).
-            # The retry's events continue this job's stream under the same job id.
-            reason = ev.message or "the run failed"
-            fields.update(status=JobStatus.QUEUED, message=f"retrying the run: {reason}")
-            event(EventType.STAGE_PROGRESS, stage=state.stage,
-                  message=f"the run failed ({reason}); Dagster retries it")
-            state.error = None
-            clear = ("error",)
-        case "RUN_FAILURE":
-            error = state.error or JobError(stage=state.stage or "run", code="run_failed",
-                                            message=ev.message or "the run failed")
-            fields.update(status=JobStatus.FAILED, finished_at=ev.timestamp, error=error,
-                          message=error.message)
-            event(EventType.ERROR, stage=error.stage, error=error, message=error.message)
-            mode = "terminal"
-        case "RUN_CANCELED":
-            fields.update(status=JobStatus.CANCELLED, finished_at=ev.timestamp,
-                          message="cancelled")
-            event(EventType.JOB_CANCELLED, message=ev.message or "cancelled")
-            mode = "terminal"
-        case _:
-            return None
-    return MirrorWrite(job_id=job, storage_id=ev.storage_id, partition_key=run.partition_key,
-                       fields=record_fields(**fields), events=events, mode=mode,
-                       created_at=ev.timestamp, clear=clear)
+    fields = {"job_id": run.job_id, "run_id": run.run_id, "url": run.url,
+              "partition_key": run.partition_key, "updated_at": ev.timestamp, **out.fields}
+    return MirrorWrite(job_id=run.job_id, storage_id=ev.storage_id,
+                       partition_key=run.partition_key, fields=record_fields(**fields),
+                       events=out.events, mode=out.mode, created_at=ev.timestamp,
+                       clear=out.clear)
 
 
-def result_from_metadata(meta: dict[str, Any], url: str) -> JobResult:
-    def num(key: str) -> float | None:
-        value = meta.get(key)
-        return float(value) if isinstance(value, (int, float)) else None
+Handler = Callable[[_Context], None]
 
-    version = meta.get("version")
-    return JobResult(
-        item_id=str(meta.get("item_id", "")),
-        url=str(meta.get("url") or url),
-        title=meta.get("title"),
-        tier=meta.get("tier"),
-        quality_score=num("quality_score"),
-        word_count=int(meta["word_count"]) if isinstance(meta.get("word_count"), int) else None,
-        object_key=meta.get("object_key"),
-        version=int(version) if isinstance(version, int) else None,
-        changed=meta.get("changed") if isinstance(meta.get("changed"), bool) else None,
-    )
+
+def _handler(ev: SourceEvent, run: RunInfo, stage: str | None) -> Handler | None:
+    kind = ev.event_type
+    if kind in _RUN_HANDLERS:
+        if kind == "RUN_FAILURE" and run.will_retry:
+            return _run_will_retry
+        return _RUN_HANDLERS[kind]
+    if kind == "ASSET_MATERIALIZATION" and ev.materialization is not None:
+        return _materialized
+    if stage is None:
+        return None
+    if kind == "ENGINE_EVENT" and ev.progress is not None:
+        return _stage_progress
+    return _STEP_HANDLERS.get(kind or "")
+
+
+# -- run lifecycle -------------------------------------------------------------------------------
+
+def _run_enqueued(c: _Context) -> None:
+    c.update(status=JobStatus.QUEUED, attempt=c.run.attempt)
+    c.out.mode = "enqueued"
+
+
+def _run_started(c: _Context) -> None:
+    c.update(status=JobStatus.RUNNING, started_at=c.ev.timestamp, attempt=c.run.attempt,
+             message="started")
+    c.event(EventType.JOB_STARTED, url=c.run.url, attempt=c.run.attempt)
+
+
+def _run_succeeded(c: _Context) -> None:
+    c.update(status=JobStatus.COMPLETED, percent=100, finished_at=c.ev.timestamp,
+             message="completed", result=c.state.result)
+    c.event(EventType.JOB_COMPLETED, url=c.run.url, result=c.state.result)
+    c.out.mode = "terminal"
+
+
+def _run_will_retry(c: _Context) -> None:
+    # Not the end: Dagster re-executes the run (a worker that died, not an op failure).
+    # The retry's events continue this job's stream under the same job id.
+    reason = c.ev.message or "the run failed"
+    c.update(status=JobStatus.QUEUED, message=f"retrying the run: {reason}")
+    c.event(EventType.STAGE_PROGRESS, stage=c.state.stage,
+            message=f"the run failed ({reason}); Dagster retries it")
+    c.state.error = None
+    c.out.clear = ("error",)
+
+
+def _run_failed(c: _Context) -> None:
+    error = c.state.error or JobError(stage=c.state.stage or "run", code=ErrorCode.RUN_FAILED,
+                                      message=c.ev.message or "the run failed")
+    c.update(status=JobStatus.FAILED, finished_at=c.ev.timestamp, error=error,
+             message=error.message)
+    c.event(EventType.ERROR, stage=error.stage, error=error, message=error.message)
+    c.out.mode = "terminal"
+
+
+def _run_cancelled(c: _Context) -> None:
+    c.update(status=JobStatus.CANCELLED, finished_at=c.ev.timestamp, message="cancelled")
+    c.event(EventType.JOB_CANCELLED, message=c.ev.message or "cancelled")
+    c.out.mode = "terminal"
+
+
+_RUN_HANDLERS: dict[str, Handler] = {
+    "RUN_ENQUEUED": _run_enqueued, "RUN_START": _run_started, "RUN_SUCCESS": _run_succeeded,
+    "RUN_FAILURE": _run_failed, "RUN_CANCELED": _run_cancelled,
+}
+
+
+# -- stages --------------------------------------------------------------------------------------
+
+def _stage_started(c: _Context) -> None:
+    assert c.stage is not None
+    c.state.stage = c.stage
+    c.update(stage=c.stage, percent=overall_percent(c.stage, 0),
+             message=f"{c.stage} started")
+    c.event(EventType.STAGE_STARTED, stage=c.stage, job_percent=overall_percent(c.stage, 0))
+
+
+def _stage_progress(c: _Context) -> None:
+    assert c.stage is not None and c.ev.progress is not None
+    job_percent = overall_percent(c.stage, c.ev.progress)
+    c.update(stage=c.stage, percent=job_percent, message=c.ev.message)
+    c.event(EventType.STAGE_PROGRESS, stage=c.stage, percent=c.ev.progress,
+            job_percent=job_percent, message=c.ev.message)
+
+
+def _stage_retrying(c: _Context) -> None:
+    c.update(message=f"{c.stage} will be retried: {c.ev.message}")
+    c.event(EventType.STAGE_PROGRESS, stage=c.stage, message=f"retrying: {c.ev.message}")
+
+
+def _stage_completed(c: _Context) -> None:
+    assert c.stage is not None
+    job_percent = overall_percent(c.stage, 100)
+    c.update(percent=job_percent, message=f"{c.stage} completed")
+    c.event(EventType.STAGE_COMPLETED, stage=c.stage, duration_ms=c.ev.duration_ms or 0,
+            job_percent=job_percent)
+
+
+def _stage_failed(c: _Context) -> None:
+    assert c.stage is not None
+    c.state.error = c.ev.failure or JobError(stage=c.stage, code=ErrorCode.INTERNAL_ERROR,
+                                             message=c.ev.message or "step failed")
+    c.update(error=c.state.error)
+
+
+def _materialized(c: _Context) -> None:
+    assert c.ev.materialization is not None
+    c.state.result = result_from_metadata(c.ev.materialization, c.run.url)
+    c.update(result=c.state.result)
+
+
+_STEP_HANDLERS: dict[str, Handler] = {
+    "STEP_START": _stage_started, "STEP_UP_FOR_RETRY": _stage_retrying,
+    "STEP_SUCCESS": _stage_completed, "STEP_FAILURE": _stage_failed,
+}

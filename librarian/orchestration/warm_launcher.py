@@ -42,16 +42,14 @@ from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
+from librarian.errors import PoolError, PoolUnavailable
 from librarian.orchestration.warm_protocol import (
-    LAUNCHER_TAG,
-    WORKER_TAG,
-    PoolError,
-    PoolUnavailable,
     WorkerRef,
     is_alive,
     pool_socket_path,
     request,
 )
+from librarian.runs import Tag
 
 # A pool that is replacing itself with new code takes a few seconds to import it again.
 LAUNCH_WAIT_SECONDS = 60.0
@@ -101,9 +99,9 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             self._instance.report_engine_event(
                 f"Warm run pool unavailable ({exc}); starting this run with Dagster's default "
                 "launcher.", run, cls=self.__class__)
-            self._instance.add_run_tags(run.run_id, {LAUNCHER_TAG: "default"})
+            self._instance.add_run_tags(run.run_id, {Tag.LAUNCHER: "default"})
             self._default.launch_run(context)
-        # The worker tags the run with itself (WORKER_TAG) before the run starts. A PoolError
+        # The worker tags the run with itself (Tag.WORKER) before the run starts. A PoolError
         # (request sent, no answer) propagates: the pool may have started the run, so starting
         # it a second time elsewhere could run it twice; Dagster marks the launch failed.
 
@@ -129,7 +127,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         run = self._instance.get_run_by_id(run_id)
         if not run or run.is_finished:
             return False
-        if run.tags.get(LAUNCHER_TAG) == "default":
+        if run.tags.get(Tag.LAUNCHER) == "default":
             return bool(self._default.terminate(run_id))  # type: ignore[no-untyped-call]
         self._instance.report_run_canceling(run)
         try:
@@ -137,7 +135,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             reply = request(self.socket_path, {"op": "terminate", "run_id": run_id})
             return bool(reply.get("signalled"))
         except (PoolUnavailable, PoolError):
-            worker = WorkerRef.from_tag(run.tags.get(WORKER_TAG))
+            worker = WorkerRef.from_tag(run.tags.get(Tag.WORKER))
             # The worker outlives its pool: signal it directly if this process can see it.
             if worker is None or worker.run_id != run_id or not worker.visible_here() \
                     or not is_alive(worker.pid, worker.ticks):
@@ -152,8 +150,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         return True
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        worker = WorkerRef.from_tag(run.tags.get(WORKER_TAG))
-        if run.tags.get(LAUNCHER_TAG) == "default" or worker is None \
+        worker = WorkerRef.from_tag(run.tags.get(Tag.WORKER))
+        if run.tags.get(Tag.LAUNCHER) == "default" or worker is None \
                 or worker.run_id != run.run_id:
             # Started by the stock launcher (which offers no health check), or not started yet
             # (a retry carries its parent's tags until its own worker writes them): only run
@@ -187,7 +185,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def get_run_worker_debug_info(self, run: DagsterRun,
                                   include_container_logs: bool | None = True) -> str | None:
-        return f"warm run pool worker {run.tags.get(WORKER_TAG, '?')}"
+        return f"warm run pool worker {run.tags.get(Tag.WORKER, '?')}"
 
     def dispose(self) -> None:
         self._default.dispose()

@@ -58,13 +58,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from librarian.orchestration.warm_protocol import (
-    LAUNCHER_TAG,
-    WORKER_TAG,
     WorkerRef,
     private_memory_kb,
     read_line,
     start_ticks,
 )
+from librarian.runs import Tag
 
 log = logging.getLogger("librarian.orchestration.warm_pool")
 
@@ -386,8 +385,8 @@ class WarmPool:
                 # terminations never see a run without its worker (nor a retry with its
                 # parent's worker, whose tags Dagster copies).
                 instance.add_run_tags(run_id, {
-                    LAUNCHER_TAG: "warm",
-                    WORKER_TAG: WorkerRef.for_current_process(run_id).tag()})
+                    Tag.LAUNCHER: "warm",
+                    Tag.WORKER: WorkerRef.for_current_process(run_id).tag()})
                 profile_dir = os.environ.get(PROFILE_ENV)
                 if profile_dir:  # where a run's CPU goes, one cProfile file per run
                     import cProfile

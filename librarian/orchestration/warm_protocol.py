@@ -14,19 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Runs started by the warm pool carry their worker (see WorkerRef), written by the worker.
-WORKER_TAG = "librarian/worker"
-LAUNCHER_TAG = "librarian/launcher"
+from librarian.errors import PoolError, PoolUnavailable
+
 SOCKET_NAME = "run-pool.sock"
 REPLY_LIMIT = 64 * 1024 * 1024
-
-
-class PoolUnavailable(Exception):
-    """No pool answered the connection: nothing was sent, so falling back is safe."""
-
-
-class PoolError(Exception):
-    """The request was sent but no valid reply came: what the pool did is unknown."""
 
 
 @dataclass(frozen=True)

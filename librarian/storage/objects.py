@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Protocol
 
 from librarian.errors import StorageError
-from librarian.settings import Settings
 
 
 def item_prefix(item_id: str) -> str:
@@ -23,15 +22,6 @@ def item_prefix(item_id: str) -> str:
 
 def version_prefix(item_id: str, content_hash: str) -> str:
     return f"{item_prefix(item_id)}{content_hash[:16]}/"
-
-
-def object_store_for(settings: Settings) -> ObjectStore:
-    """The object store the settings describe: an S3 API server, or local disk."""
-    if settings.s3_endpoint:
-        return MinioObjectStore(settings.s3_endpoint, settings.s3_access_key,
-                                settings.s3_secret_key.get_secret_value(), settings.s3_bucket,
-                                settings.s3_secure)
-    return LocalObjectStore(settings.objects_path)
 
 
 class ObjectStore(Protocol):

@@ -49,8 +49,10 @@ function explain(error) {
 function followJob(job, url) {
   if (document.querySelector(`[data-job="${job.job_id}"]`)) return;
   const bar = el("div");
-  const stages = el("div", { class: "stages" },
-    ...["extract", "transform", "load"].map((s) => el("span", { class: "stage", "data-stage": s }, s)));
+  // Stages appear as the job reaches them: their names come from the events, not from here.
+  const stages = el("div", { class: "stages" });
+  const stageNode = (stage) => card.querySelector(`[data-stage="${stage}"]`)
+    || stages.appendChild(el("span", { class: "stage", "data-stage": stage }, stage));
   const status = el("div", { class: "status" }, "queued");
   const card = el("li", { class: "job queued", "data-job": job.job_id },
     el("div", { class: "url" }, url), el("div", { class: "bar" }, bar), stages, status);
@@ -59,19 +61,22 @@ function followJob(job, url) {
   const stream = new EventSource(job.stream_url);
   const on = (type, handler) => stream.addEventListener(type, (e) => handler(JSON.parse(e.data)));
   on("job_started", () => setStatus("running", "started"));
+  // Each event carries the whole job's percent (job_percent): nothing is recomputed here.
+  const advance = (e) => { if (e.job_percent != null) bar.style.width = `${e.job_percent}%`; };
   on("stage_started", (e) => {
-    card.querySelector(`[data-stage="${e.stage}"]`).classList.add("active");
+    stageNode(e.stage).classList.add("active");
+    advance(e);
     setStatus("running", `${e.stage}…`);
   });
   on("stage_progress", (e) => {
-    if (e.percent != null) bar.style.width = `${overall(e.stage, e.percent)}%`;
+    advance(e);
     if (e.message) setStatus("running", `${e.stage}: ${e.message}`);
   });
   on("stage_completed", (e) => {
-    const node = card.querySelector(`[data-stage="${e.stage}"]`);
+    const node = stageNode(e.stage);
     node.classList.remove("active"); node.classList.add("done");
     node.textContent = `${e.stage} ${(e.duration_ms / 1000).toFixed(1)} s`;
-    bar.style.width = `${overall(e.stage, 100)}%`;
+    advance(e);
   });
   on("job_completed", (e) => {
     bar.style.width = "100%";
@@ -87,8 +92,6 @@ function followJob(job, url) {
   on("job_cancelled", () => { setStatus("cancelled", "cancelled"); stream.close(); });
 }
 
-const SPAN = { extract: [0, 40], transform: [40, 85], load: [85, 100] };
-const overall = (stage, pct) => { const [lo, hi] = SPAN[stage] || [0, 100]; return lo + (hi - lo) * pct / 100; };
 
 $("submit-form").addEventListener("submit", async (event) => {
   event.preventDefault();

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from librarian.canonical_url import canonicalize
 from librarian.cli.local_servers import free_port
 from librarian.cli.stack import Stack
-from librarian.embedding.service import EmbeddingClient
+from librarian.embedding.client import EmbeddingClient
+from librarian.runs import partition_key
 from librarian.settings import Settings
 from librarian.storage.catalog import Catalog, item_id_for
 from librarian.storage.objects import LocalObjectStore
@@ -113,7 +114,7 @@ def test_a_submitted_url_streams_its_progress_and_lands_in_the_library(
     assert event is not None
     partitions = {r.partition_key for r in instance.fetch_materializations(
         AssetKey("library_item"), limit=100).records}
-    assert canonical.partition_key in partitions
+    assert partition_key(canonical) in partitions
 
     # A replay of the finished stream gives the same events and closes.
     assert [e["id"] for e in read_stream(job["stream_url"])] == [e["id"] for e in events]

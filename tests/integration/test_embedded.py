@@ -11,9 +11,9 @@ import redis
 from librarian.cli.local_servers import (
     EmbeddedPostgres,
     EmbeddedRedis,
-    EmbeddedServerError,
     free_port,
 )
+from librarian.errors import LocalServerError
 from librarian.storage.catalog import Catalog, migrate
 
 
@@ -51,7 +51,7 @@ def test_embedded_redis_starts_and_stops(tmp_path: Path) -> None:
         client = redis.Redis.from_url(server.url)
         assert client.ping()
         client.close()
-        with pytest.raises(EmbeddedServerError, match="taken"):
+        with pytest.raises(LocalServerError, match="taken"):
             EmbeddedRedis(tmp_path / "other", server.port).start()
     finally:
         server.stop()

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from librarian.embedding.client import EmbeddingClient
 from librarian.embedding.model import Embedder
-from librarian.embedding.service import EmbeddingClient, serve
+from librarian.embedding.service import serve
+from librarian.errors import LocalServerError
 
 TEXTS = ["A knowledge library built from URLs.",
          "Each page becomes Markdown, metadata and chunks with vectors. " * 12,
@@ -101,7 +103,7 @@ def test_a_bad_request_gets_an_error_and_the_service_keeps_serving(
 
 def test_a_second_service_on_the_same_socket_refuses_to_start(service: Path,
                                                               cache: Path) -> None:
-    with pytest.raises(RuntimeError, match="already serves"):
+    with pytest.raises(LocalServerError, match="already serves"):
         serve(service, Embedder(cache_dir=cache, quantize=True, threads=1))
 
 

@@ -14,9 +14,10 @@ import pytest
 from librarian.content.extract import ExtractedDocument, extract_content
 from librarian.content.fetch import Fetcher, FetchLimits
 from librarian.errors import ContentError, FetchError, LibrarianError
+from tests.support.fetching import fetch_limits
 from tests.support.hostile import HostileServer
 
-LIMITS = FetchLimits(allow_networks=("127.0.0.1/32",), max_bytes=2 * 1024 * 1024,
+LIMITS = fetch_limits(allow_networks=("127.0.0.1/32",), max_bytes=2 * 1024 * 1024,
                      total_timeout=3.0, read_timeout=2.0, connect_timeout=2.0,
                      max_redirects=5)
 
@@ -76,7 +77,7 @@ def test_a_server_sending_one_byte_per_second_hits_the_total_timeout(
 def test_a_redirect_to_a_decimal_spelling_of_loopback_is_refused(hostile: HostileServer) -> None:
     # Allow-listing 127.0.0.1 must not let "2130706433" (127.0.0.1 in decimal) through a
     # stricter guard; with no allow-list both spellings are refused.
-    strict = FetchLimits(total_timeout=3.0)
+    strict = fetch_limits(total_timeout=3.0)
     assert code_of(hostile.url("/to-decimal-loopback"), strict) == ("blocked_address", "extract")
     assert code_of("http://2130706433/", strict) == ("blocked_address", "extract")
     assert code_of("http://0x7f.0.0.1/", strict) == ("blocked_address", "extract")
@@ -85,7 +86,7 @@ def test_a_redirect_to_a_decimal_spelling_of_loopback_is_refused(hostile: Hostil
 def test_the_connection_itself_is_guarded_when_dns_changes_after_the_check(
         hostile: HostileServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """DNS rebinding: the pre-check sees a public address, the connection would see 127.0.0.1."""
-    fetcher = Fetcher(FetchLimits(total_timeout=3.0))
+    fetcher = Fetcher(fetch_limits(total_timeout=3.0))
     monkeypatch.setattr(fetcher, "_check_url", lambda url: None)  # the pre-check is fooled
     with pytest.raises(FetchError) as info:
         fetcher.fetch(hostile.url("/latin1-undeclared"))

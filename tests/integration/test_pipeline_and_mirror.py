@@ -13,21 +13,21 @@ from librarian.canonical_url import canonicalize
 from librarian.jobs.events import EventType, JobEvent, JobStatus
 from librarian.jobs.store import MirrorJobStore
 from librarian.orchestration.mirror import EventMirror
+from librarian.runs import PARTITIONS_NAME, partition_key
 from librarian.settings import Settings
 from librarian.storage.catalog import Catalog, item_id_for
 from librarian.storage.objects import LocalObjectStore
 from librarian.storage.vectors import VectorStore
 from librarian_assets.definitions import build_definitions
-from librarian_assets.partitions import URLS_PARTITIONS_NAME
 from tests.support.pages import PageServer
 
 
 def _run(instance: Any, settings: Settings, url: str) -> Any:
     canonical = canonicalize(url)
-    instance.add_dynamic_partitions(URLS_PARTITIONS_NAME, [canonical.partition_key])
+    instance.add_dynamic_partitions(PARTITIONS_NAME, [partition_key(canonical)])
     job = build_definitions(settings).get_job_def("ingest_url")
     return job.execute_in_process(
-        instance=instance, partition_key=canonical.partition_key, raise_on_error=False,
+        instance=instance, partition_key=partition_key(canonical), raise_on_error=False,
         run_config={"ops": {"extract": {"config": {"url": url}}}},
         tags={"librarian/url": canonical.url})
 
@@ -68,7 +68,7 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
 
     mats = result.asset_materializations_for_node("load")
     assert len(mats) == 1
-    assert mats[0].partition == canonical.partition_key
+    assert mats[0].partition == partition_key(canonical)
     assert mats[0].metadata["title"].value == "Growing Tomatoes at Home"
     assert {"tier", "quality_score", "word_count", "object_key", "url"} <= set(mats[0].metadata)
 
@@ -87,6 +87,14 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
                       for t in (EventType.STAGE_STARTED, EventType.STAGE_COMPLETED)]
     assert all(e.duration_ms is not None and e.duration_ms >= 0 for e in events
                if e.type == EventType.STAGE_COMPLETED)
+    # Every op reports progress as it goes; each event carries the stage's and the job's
+    # percent, and the job's percent never goes back.
+    progress = [e for e in events if e.type == EventType.STAGE_PROGRESS]
+    assert {e.stage for e in progress} == {"extract", "transform", "load"}
+    assert all(e.percent is not None and e.job_percent is not None and e.message
+               for e in progress)
+    job_percents = [e.job_percent for e in progress]
+    assert job_percents == sorted(job_percents) and job_percents[-1] == 100
 
     # A restarted mirror (cursor from Redis) and a full replay from the start add nothing.
     before = len(events)

@@ -14,16 +14,15 @@ from typing import Any
 
 import pytest
 
+from librarian.errors import PoolUnavailable
 from librarian.orchestration.warm_launcher import WarmRunLauncher
 from librarian.orchestration.warm_pool import code_fingerprint, project_files
 from librarian.orchestration.warm_protocol import (
-    LAUNCHER_TAG,
     SOCKET_NAME,
-    WORKER_TAG,
-    PoolUnavailable,
     WorkerRef,
     request,
 )
+from librarian.runs import Tag
 from tests.support import warm_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,8 +91,8 @@ def test_a_run_is_executed_by_a_worker_forked_from_the_pool(
     run_id = launch(instance)
     run = wait_status(instance, run_id, TERMINAL)
     assert run.status.value == "SUCCESS"
-    assert run.tags[LAUNCHER_TAG] == "warm"
-    worker = WorkerRef.from_tag(run.tags[WORKER_TAG])
+    assert run.tags[Tag.LAUNCHER] == "warm"
+    worker = WorkerRef.from_tag(run.tags[Tag.WORKER])
     assert worker is not None and worker.run_id == run_id
     pid = worker.pid
     assert pid != pool.pid and worker.ticks is not None and worker.visible_here()
@@ -143,7 +142,7 @@ def test_a_killed_worker_ends_its_run_as_failure_within_seconds(
     wait_for_step(instance, run_id)
     run = instance.get_run_by_id(run_id)
     assert instance.run_launcher.check_run_worker_health(run).status.name == "RUNNING"
-    worker = WorkerRef.from_tag(run.tags[WORKER_TAG])
+    worker = WorkerRef.from_tag(run.tags[Tag.WORKER])
     assert worker is not None
     pid = worker.pid
     killed = time.monotonic()
@@ -178,7 +177,7 @@ def test_many_concurrent_runs_all_finish_and_none_is_left_started(
         run_ids = list(threads.map(lambda _: launch(instance, seconds=0.2), range(16)))
     runs = [wait_status(instance, run_id, TERMINAL, timeout=120) for run_id in run_ids]
     assert [r.status.value for r in runs] == ["SUCCESS"] * 16
-    assert len({r.tags[WORKER_TAG] for r in runs}) == 16
+    assert len({r.tags[Tag.WORKER] for r in runs}) == 16
 
 
 def test_the_pool_replaces_itself_when_the_code_location_is_reloaded(
@@ -282,7 +281,7 @@ def test_a_retry_carrying_its_parents_worker_tag_is_not_judged_by_that_worker(
 
     parent = WorkerRef(pid=1, ticks=1, pidns=None, run_id="the-parent-run")
     run = instance.create_run_for_job(job_def=warm_jobs.nap_job, status=DagsterRunStatus.STARTED,
-                                      tags={WORKER_TAG: parent.tag(), LAUNCHER_TAG: "warm"})
+                                      tags={Tag.WORKER: parent.tag(), Tag.LAUNCHER: "warm"})
     health = instance.run_launcher.check_run_worker_health(run)
     assert health.status.name == "RUNNING"
 
@@ -334,10 +333,10 @@ def test_a_live_worker_the_pool_does_not_know_is_not_reported_failed(
 
     run = instance.create_run_for_job(job_def=warm_jobs.nap_job, status=DagsterRunStatus.STARTED)
     me = WorkerRef.for_current_process(run.run_id)  # alive, and not a child of the pool
-    instance.add_run_tags(run.run_id, {WORKER_TAG: me.tag(), LAUNCHER_TAG: "warm"})
+    instance.add_run_tags(run.run_id, {Tag.WORKER: me.tag(), Tag.LAUNCHER: "warm"})
     run = instance.get_run_by_id(run.run_id)
     assert instance.run_launcher.check_run_worker_health(run).status.name == "RUNNING"
     gone = WorkerRef(me.pid, (me.ticks or 0) + 1, me.pidns, run.run_id)  # a reused pid
-    instance.add_run_tags(run.run_id, {WORKER_TAG: gone.tag()})
+    instance.add_run_tags(run.run_id, {Tag.WORKER: gone.tag()})
     run = instance.get_run_by_id(run.run_id)
     assert instance.run_launcher.check_run_worker_health(run).status.name == "FAILED"

@@ -27,8 +27,11 @@ def test_successful_run_yields_stage_events_in_order_and_one_terminal_event() ->
     events, fields = _play([
         _ev(1, "RUN_ENQUEUED"), _ev(2, "RUN_STARTING"), _ev(3, "RUN_START"),
         _ev(4, "STEP_START", "extract"),
-        _ev(5, None, "extract", message="[progress 50%] downloaded 10 of 20 bytes"),
-        _ev(6, None, "extract", message="an ordinary log line"),
+        _ev(5, "ENGINE_EVENT", "extract", progress=50, message="downloaded 10 of 20 bytes"),
+        # Text is never parsed: a log line that looks like progress is only a log line, and an
+        # engine event without progress metadata (Dagster's own) is not progress either.
+        _ev(6, None, "extract", message="[progress 60%] an ordinary log line"),
+        _ev(6, "ENGINE_EVENT", "extract", message="Executing steps in process"),
         _ev(7, "STEP_SUCCESS", "extract", duration_ms=120),
         _ev(8, "STEP_START", "transform"), _ev(9, "STEP_SUCCESS", "transform", duration_ms=50),
         _ev(10, "STEP_START", "load"),
@@ -48,6 +51,8 @@ def test_successful_run_yields_stage_events_in_order_and_one_terminal_event() ->
         (EventType.JOB_COMPLETED, None),
     ]
     assert events[2].percent == 50 and events[2].message == "downloaded 10 of 20 bytes"
+    # The whole job's percent travels on the event: extract covers 0-40 % of the job.
+    assert events[2].job_percent == 20 and events[3].job_percent == 40
     assert events[3].duration_ms == 120
     done = events[-1]
     assert done.result is not None and done.result.tier == "A" and done.result.version == 1

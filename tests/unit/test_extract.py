@@ -13,7 +13,7 @@ def _response(body: bytes, ctype: str, charset: str | None = None) -> FetchedRes
 
 
 def test_html_main_content_drops_navigation_and_keeps_structure() -> None:
-    doc = extract_content(_response(ARTICLE.encode(), "text/html", "utf-8"))
+    doc = extract_content(_response(ARTICLE.encode(), "text/html", "utf-8"), pdf_max_pages=300)
     assert "Cherry tomatoes are forgiving" in doc.text
     assert "Copyright 2026" not in doc.markdown
     assert "## Choosing a variety" in doc.markdown or "Choosing a variety" in doc.markdown
@@ -23,7 +23,7 @@ def test_html_main_content_drops_navigation_and_keeps_structure() -> None:
 
 
 def test_plain_text_is_kept_as_is_with_first_line_as_title() -> None:
-    doc = extract_content(_response(TEXT.encode(), "text/plain"))
+    doc = extract_content(_response(TEXT.encode(), "text/plain"), pdf_max_pages=300)
     assert doc.title == "Notes on sourdough baking"
     assert "cold fermentation" in doc.text
 
@@ -31,7 +31,7 @@ def test_plain_text_is_kept_as_is_with_first_line_as_title() -> None:
 @pytest.mark.parametrize("ctype", ["application/octet-stream", "image/png", "application/zip"])
 def test_other_content_types_are_unsupported(ctype: str) -> None:
     with pytest.raises(ContentError) as info:
-        extract_content(_response(b"\x00\x01binary", ctype))
+        extract_content(_response(b"\x00\x01binary", ctype), pdf_max_pages=300)
     assert info.value.code == "unsupported_type" and info.value.stage == "extract"
 
 
@@ -39,7 +39,7 @@ def test_page_without_readable_content_is_empty_content() -> None:
     shell = (b"<html><head><title>App</title></head><body><div id=root></div>"
              b"<script>x()</script></body></html>")
     with pytest.raises(ContentError) as info:
-        extract_content(_response(shell, "text/html"))
+        extract_content(_response(shell, "text/html"), pdf_max_pages=300)
     assert info.value.code == "empty_content"
 
 
@@ -52,19 +52,27 @@ def test_wrong_or_missing_charset_is_recovered() -> None:
     assert decode_body(meta, None).endswith(text)
 
 
-def test_page_types_come_from_the_pages_own_markup() -> None:
-    from librarian.content.page_type import classify
+def _guess(html: bytes, markdown: str) -> str:
+    from lxml.html import document_fromstring
 
+    from librarian.content.page_type import classify, og_type, schema_types
+
+    tree = document_fromstring(html)
+    return classify(schema_types(tree), og_type(tree), html, markdown)
+
+
+def test_page_types_come_from_the_pages_own_markup() -> None:
     product = (b'<script type="application/ld+json">{"@type": "Product", "name": "Kettle"}'
                b"</script><button>Add to cart</button>")
-    assert classify(product, "A kettle. 1.7 litres.") == "product"
+    assert _guess(product, "A kettle. 1.7 litres.") == "product"
     forum = b"".join(b'<div class="reply"><span class="username">u</span></div>'
                      for _ in range(6))
-    assert classify(forum, "Question and answers") == "forum"
+    assert _guess(forum, "Question and answers") == "forum"
     docs = b"<pre>code</pre>" * 4
-    assert classify(docs, "## Install\n\nRun the tool.") == "documentation"
+    assert _guess(docs, "## Install\n\nRun the tool.") == "documentation"
     listing = "\n".join(f"- [Item {i}](/item/{i})" for i in range(30))
-    assert classify(b"<html></html>", listing) == "listing"
+    assert _guess(b"<html></html>", listing) == "listing"
     prose = "\n\n".join(["A long paragraph of prose about gardening and tomatoes. " * 6] * 8)
-    assert classify(b'<meta property="og:type" content="article">', prose) == "article"
-    assert extract_content(_response(ARTICLE.encode(), "text/html")).page_type == "article"
+    assert _guess(b'<meta property="og:type" content="article">', prose) == "article"
+    doc = extract_content(_response(ARTICLE.encode(), "text/html"), pdf_max_pages=300)
+    assert doc.page_type == "article"

@@ -5,14 +5,15 @@ import ipaddress
 import httpx
 import pytest
 
-from librarian.content.fetch import Fetcher, FetchLimits, is_blocked_address
+from librarian.content.fetch import Fetcher, is_blocked_address
 from librarian.errors import FetchError
+from tests.support.fetching import fetch_limits
 
 ALLOW = ("127.0.0.1/32",)
 
 
 def _fetcher(handler, **limits) -> Fetcher:  # type: ignore[no-untyped-def]
-    return Fetcher(FetchLimits(allow_networks=ALLOW, **limits),
+    return Fetcher(fetch_limits(allow_networks=ALLOW, **limits),
                    transport=httpx.MockTransport(handler))
 
 
@@ -40,7 +41,7 @@ def test_a_redirect_to_a_private_address_is_refused() -> None:
 
 
 def test_loopback_is_refused_unless_allow_listed() -> None:
-    fetcher = Fetcher(FetchLimits(), transport=httpx.MockTransport(
+    fetcher = Fetcher(fetch_limits(), transport=httpx.MockTransport(
         lambda r: httpx.Response(200, text="x")))
     with pytest.raises(FetchError) as info:
         fetcher.fetch("http://127.0.0.1/")

@@ -14,7 +14,7 @@ from librarian.content.html.candidates import (
 )
 from librarian.content.html.extract import choose, extract_html
 from librarian.content.html.metadata import choose_title, page_metadata, strip_site_suffix
-from librarian.content.html.pagetype import is_single_product, schema_types
+from librarian.content.page_type import is_single_product, schema_types
 
 _PROSE = ("The committee met on a wet Tuesday to weigh the proposal in detail, and every member "
           "brought a written opinion on the costs, the schedule and the risks involved. ")

@@ -75,5 +75,5 @@ def test_empty_text_is_rejected_before_transform() -> None:
     with pytest.raises(ContentError) as info:
         extract_content(FetchedResponse(url="u", final_url="u", status_code=200,
                                         content_type="text/plain", charset="utf-8",
-                                        body=b"   \n  "))
+                                        body=b"   \n  "), pdf_max_pages=300)
     assert info.value.code == "empty_content"

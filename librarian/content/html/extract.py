@@ -46,7 +46,7 @@ from librarian.content.html.candidates import (
     trafilatura_candidate,
 )
 from librarian.content.html.metadata import choose_title, page_metadata
-from librarian.content.html.pagetype import is_single_product, schema_types
+from librarian.content.page_type import classify, is_single_product, og_type, schema_types
 
 __all__ = ["ExtractedHtml", "extract_html", "markdown_to_text"]
 
@@ -63,6 +63,7 @@ class ExtractedHtml(BaseModel):
     image: str | None = None
     html_text_ratio: float
     extractor: str | None = None  # which candidate won (trafilatura, resiliparse, ...)
+    page_type: str  # article, documentation, forum, product, listing, service, collection
 
 
 _WORD = re.compile(r"\w+")
@@ -138,9 +139,10 @@ def _drop_repeated_paragraphs(markdown: str) -> str:
     return markdown if len(kept) == len(lines) else "\n".join(kept)
 
 
-def _main_content(html: str, tree: HtmlElement, url: str | None) -> Candidate | None:
+def _main_content(html: str, tree: HtmlElement, url: str | None, types: set[str]
+                  ) -> Candidate | None:
     first = trafilatura_candidate(tree, url)
-    if first is not None and is_single_product(tree, schema_types(tree)):
+    if first is not None and is_single_product(tree, types):
         return first
     second = resiliparse_candidate(html)
     if first is not None and second is not None and _dice(first, second) >= AGREE:
@@ -170,7 +172,8 @@ def extract_html(body: bytes, *, url: str | None, declared_charset: str | None
     meta = page_metadata(tree, url)
     title = choose_title(tree, meta.title)
     drop_noscript(tree)  # script-less fallbacks: some hold an author, none the main text
-    winner = _main_content(html, tree, url)
+    types = schema_types(tree)
+    winner = _main_content(html, tree, url, types)
     markdown, text, extractor = "", "", None
     if winner is not None:
         full = winner.markdown()
@@ -187,4 +190,5 @@ def extract_html(body: bytes, *, url: str | None, declared_charset: str | None
         markdown=markdown, text=text, title=title, author=meta.author,
         date=meta.date, sitename=meta.sitename, description=meta.description,
         language=meta.language, image=meta.image,
-        html_text_ratio=round(len(text) / max(1, len(html)), 4), extractor=extractor)
+        html_text_ratio=round(len(text) / max(1, len(html)), 4), extractor=extractor,
+        page_type=classify(types, og_type(tree), body, markdown))

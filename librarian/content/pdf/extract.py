@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from librarian.errors import ContentError
+from librarian.errors import ContentError, ErrorCode
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,10 @@ def extract_pdf(body: bytes, *, url: str | None = None, max_pages: int = 300,
             [sys.executable, "-m", "librarian.content.pdf.worker", str(max_pages)],
             input=body, capture_output=True, timeout=timeout, preexec_fn=limits, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise ContentError("corrupt_document",
+        raise ContentError(ErrorCode.CORRUPT_DOCUMENT,
                            f"the PDF took longer than {timeout:.0f} s to read", url=url) from exc
     if done.returncode != 0 or not done.stdout:
-        raise ContentError("corrupt_document",
+        raise ContentError(ErrorCode.CORRUPT_DOCUMENT,
                            "the PDF could not be read (the parser ran out of time or memory)",
                            url=url)
     result = json.loads(done.stdout)

@@ -1,0 +1,109 @@
+"""What a request says, checked: JSON bodies, paging, library filters, and the job or item a
+path names (404 when there is none). Handlers call these and never parse parameters themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from librarian.errors import ErrorCode, OrchestratorUnavailable
+from librarian.jobs.events import JobRecord, JobStatus
+from librarian.storage.catalog import LibraryFilters
+from librarian_api.errors import ApiError
+from librarian_api.state import AppState
+
+MAX_LIMIT = 100
+# Dagster's run statuses as job statuses, for jobs Redis no longer holds.
+DAGSTER_STATUS = {
+    "QUEUED": JobStatus.QUEUED, "NOT_STARTED": JobStatus.QUEUED, "STARTING": JobStatus.QUEUED,
+    "MANAGED": JobStatus.QUEUED, "STARTED": JobStatus.RUNNING, "CANCELING": JobStatus.RUNNING,
+    "SUCCESS": JobStatus.COMPLETED, "FAILURE": JobStatus.FAILED,
+    "CANCELED": JobStatus.CANCELLED,
+}
+
+
+async def json_body(request: Request, shape: str) -> Any:
+    """The request's JSON body; ``shape`` tells the caller what was expected if it is not."""
+    try:
+        return json.loads(await request.body() or b"null")
+    except ValueError as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"expected a JSON body {shape}") from exc
+
+
+def parse_limit(request: Request, default: int = 20) -> int:
+    try:
+        limit = int(request.query_params.get("limit", str(default)))
+    except ValueError as exc:
+        raise ApiError(ErrorCode.INVALID_LIMIT, "limit must be an integer") from exc
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(ErrorCode.INVALID_LIMIT, f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def parse_filters(request: Request) -> LibraryFilters:
+    """``tier``, ``language``, ``domain``, ``page_type`` (repeatable or comma-separated),
+    ``since`` / ``until`` (ISO dates) and ``q`` (words in title, summary, keywords)."""
+    params = request.query_params
+
+    def many(name: str) -> tuple[str, ...]:
+        return tuple(v.strip() for raw in params.getlist(name) for v in raw.split(",")
+                     if v.strip())
+
+    def date(name: str) -> datetime | None:
+        raw = params.get(name)
+        if not raw:
+            return None
+        try:
+            return datetime.fromisoformat(raw)
+        except ValueError as exc:
+            raise ApiError(ErrorCode.INVALID_DATE, f"{name} must be an ISO date") from exc
+
+    return LibraryFilters(tier=tuple(t.upper() for t in many("tier")),
+                          language=many("language"), domain=many("domain"),
+                          page_type=many("page_type"), since=date("since"),
+                          until=date("until"), query=params.get("q") or None)
+
+
+async def job_or_404(state: AppState, job_id: str) -> JobRecord:
+    record = await find_job(state, job_id)
+    if record is None:
+        raise ApiError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
+    return record
+
+
+async def find_job(state: AppState, job_id: str) -> JobRecord | None:
+    record = await state.jobs.record(job_id)
+    if record is not None:
+        return record
+    # Redis may have lost or expired the job: Dagster still knows the run.
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        return None
+    try:
+        status = await run_in_threadpool(state.dagster.run_status, job_id)
+    except OrchestratorUnavailable as exc:
+        raise OrchestratorUnavailable(
+            f"job {job_id} is not in Redis and Dagster cannot be asked: {exc.message}") from exc
+    if status is None:
+        return None
+    return JobRecord(job_id=job_id, run_id=job_id, url="",
+                     status=DAGSTER_STATUS.get(status, JobStatus.QUEUED),
+                     message=f"from Dagster: {status}", percent=100 if status == "SUCCESS" else 0)
+
+
+async def item_or_404(state: AppState, item_id: str) -> dict[str, Any]:
+    try:
+        uuid.UUID(item_id)
+    except ValueError as exc:
+        raise ApiError(ErrorCode.ITEM_NOT_FOUND, f"no item {item_id}") from exc
+    item = await run_in_threadpool(state.catalog.get_item, item_id)
+    if item is None:
+        raise ApiError(ErrorCode.ITEM_NOT_FOUND, f"no item {item_id}")
+    return item
