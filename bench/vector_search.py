@@ -50,6 +50,7 @@ from librarian.storage.vectors import (
     edge_query,
     search_request,
 )
+from librarian.storage.vectors.edge import EdgeEngine
 
 MODEL = "bench-minilm"
 DIM = 384
@@ -121,8 +122,8 @@ def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
 @contextmanager
 def open_engine(store: VectorStore) -> Iterator[Callable[[Any], list[dict[str, Any]]]]:
     """The store's engine held open, as a function running one search request."""
-    if store.mode == "edge":
-        with store._edge_shard(MODEL, DIM, create=False) as shard:
+    if isinstance(store.engine, EdgeEngine):
+        with store.engine.shard(store.collection(MODEL, DIM), create=False) as shard:
             assert shard is not None
             yield lambda request: edge_query(shard, request)
     else:
@@ -132,9 +133,10 @@ def open_engine(store: VectorStore) -> Iterator[Callable[[Any], list[dict[str, A
 
 
 def open_cost(store: VectorStore) -> float:
-    if store.mode == "edge":
+    engine = store.engine
+    if isinstance(engine, EdgeEngine):
         def cycle() -> None:
-            with store._edge_shard(MODEL, DIM, create=False):
+            with engine.shard(store.collection(MODEL, DIM), create=False):
                 pass
     else:
         def cycle() -> None:

@@ -17,6 +17,7 @@ from librarian.embedding.sparse import document_vector, query_vector
 from librarian.errors import StorageError
 from librarian.storage.objects import LocalObjectStore, MinioObjectStore
 from librarian.storage.vectors import ChunkPoint, VectorStore
+from librarian.storage.vectors.edge import EdgeEngine
 
 
 def test_local_store_round_trips_and_refuses_keys_outside_its_root(tmp_path: Path) -> None:
@@ -261,7 +262,8 @@ def _killed_mid_write(root: str) -> None:
     from qdrant_edge import Point, UpdateOperation
 
     store = VectorStore(path=Path(root))
-    with store._edge_shard("m", DIM, create=True) as shard:
+    assert isinstance(store.engine, EdgeEngine)
+    with store.engine.shard(store.collection("m", DIM), create=True) as shard:
         assert shard is not None
         shard.update(UpdateOperation.upsert_points(
             [Point(i + 1, {"dense": direction("tide")}, {"item_id": "half", "text": "t"})
