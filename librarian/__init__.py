@@ -1,5 +1,8 @@
-"""Librarian: shared pieces used by both the Dagster code location and the HTTP API.
+"""Librarian's core: everything but the Dagster code location and the HTTP service.
 
-Nothing in this package imports Dagster at module level, so the API can import the job-record
-schema, the catalog and the URL rules without paying for Dagster's import.
+Rooms (see the README's Layout): settings, errors and canonical URLs at the bottom; the run
+contract and job records; storage and embedding; content processing; Dagster orchestration; the
+command line. Only ``orchestration/`` may use Dagster's internals, and nothing outside it imports
+Dagster or Starlette at import time, so the API imports the job schema, the catalog and the URL
+rules without paying for Dagster's import.
 """

@@ -15,9 +15,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from librarian.embedding.quantize import SUFFIX as QUANTIZED_SUFFIX
-
 DEV_S3_SECRET = "minioadmin"
+# Appended to the model's name when it runs as its int8 copy: its vectors differ, so does its
+# collection.
+QUANTIZED_SUFFIX = "-dq8"
 
 
 class Settings(BaseSettings):

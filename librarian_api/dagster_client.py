@@ -67,13 +67,25 @@ class DagsterSubmitter:
         try:
             response = httpx.post(self.graphql_url, json={"query": query, "variables": variables},
                                   timeout=10)
-            response.raise_for_status()
         except httpx.HTTPError as exc:
             raise OrchestratorUnavailable(f"Dagster GraphQL unreachable: {exc}") from exc
-        body: dict[str, Any] = response.json()
+        # A refusal comes as an error status with a GraphQL body that says why: read it first.
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise OrchestratorUnavailable(
+                f"Dagster GraphQL answered HTTP {response.status_code} without a GraphQL body")
         if body.get("errors"):
-            raise OrchestratorUnavailable(f"Dagster GraphQL error: {body['errors']}")
-        data: dict[str, Any] = body["data"]
+            reasons = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e)
+                                for e in body["errors"])
+            raise OrchestratorUnavailable(f"Dagster refused the request: {reasons}"[:1000])
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise OrchestratorUnavailable(f"Dagster GraphQL answered HTTP {response.status_code}")
+        # With an error status, data holds the refusal (a PythonError and its message), which
+        # the caller reads by its __typename.
         return data
 
     def add_partition(self, key: str) -> None:
@@ -115,10 +127,11 @@ class DagsterSubmitter:
             raise OrchestratorUnavailable(f"Dagster could not cancel the run: {exc}") from exc
 
     def reexecute(self, run_id: str) -> str:
-        """Re-execute a finished run from its failed op; return the new run's id."""
+        """Re-execute a failed or cancelled run from its failed op; return the new run's id."""
         data = self._raw(REEXECUTE, {"parent": run_id})["launchRunReexecution"]
         if data["__typename"] != "LaunchRunSuccess":
-            raise OrchestratorUnavailable(f"Dagster refused the retry: {data}")
+            reason = data.get("message") or data["__typename"]
+            raise OrchestratorUnavailable(f"Dagster refused the retry: {reason}"[:1000])
         return str(data["run"]["runId"])
 
     def run_status(self, run_id: str) -> str | None:

@@ -27,7 +27,6 @@ class EventHub:
         self._channel = channel
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
-        self.delivered = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="librarian-event-hub")
@@ -61,10 +60,6 @@ class EventHub:
             for event in waiters:
                 event.set()
 
-    @property
-    def streams(self) -> int:
-        return sum(len(w) for w in self._waiters.values())
-
     async def _run(self) -> None:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
@@ -75,7 +70,6 @@ class EventHub:
                 async for message in pubsub.listen():
                     data = message.get("data")
                     if isinstance(data, bytes):
-                        self.delivered += 1
                         self.wake(data.decode())
             except asyncio.CancelledError:
                 raise

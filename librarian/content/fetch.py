@@ -77,7 +77,6 @@ class FetchedResponse:
     etag: str | None = None
     last_modified: str | None = None
     redirects: list[str] = field(default_factory=list)
-    elapsed_ms: int = 0
 
     @property
     def not_modified(self) -> bool:
@@ -251,7 +250,6 @@ class Fetcher:
                 content_type=content_type.strip().lower(), charset=response.charset_encoding,
                 body=body, etag=response.headers.get("etag"),
                 last_modified=response.headers.get("last-modified"), redirects=redirects,
-                elapsed_ms=int((time.monotonic() - started) * 1000),
             )
 
     # -- steps ---------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from librarian.embedding.client import EmbeddingClient
-from librarian.embedding.quantize import SUFFIX as QUANTIZED_SUFFIX
 from librarian.embedding.quantize import quantized_model
 from librarian.errors import EmbeddingServiceUnavailable
+from librarian.settings import QUANTIZED_SUFFIX
 
 if TYPE_CHECKING:
     from librarian.settings import Settings

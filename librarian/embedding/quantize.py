@@ -29,8 +29,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from librarian.settings import QUANTIZED_SUFFIX
+
 RECIPE = "dq8-per-channel-v1"
-SUFFIX = "-dq8"  # appended to the model's name: its vectors differ, so does its collection
 
 
 def quantized_model(source: Path, cache_dir: Path) -> Path:
@@ -40,7 +41,7 @@ def quantized_model(source: Path, cache_dir: Path) -> Path:
     st = os.stat(source)
     digest = hashlib.sha256(
         f"{source}\0{st.st_size}\0{st.st_mtime_ns}\0{RECIPE}\0{ort.__version__}".encode())
-    target = cache_dir / f"{source.stem}{SUFFIX}-{digest.hexdigest()[:20]}.onnx"
+    target = cache_dir / f"{source.stem}{QUANTIZED_SUFFIX}-{digest.hexdigest()[:20]}.onnx"
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)

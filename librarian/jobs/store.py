@@ -211,15 +211,6 @@ class ApiJobStore:
                                       else "-", count=count)
         return [(_s(entry_id), JobEvent.from_json(data[b"data"])) for entry_id, data in entries]
 
-    async def wait_events(self, job_id: str, after: str, block_ms: int
-                          ) -> list[tuple[str, JobEvent]]:
-        result: Any = await self.r.xread({self.keys.events(job_id): after}, block=block_ms,
-                                         count=500)
-        out: list[tuple[str, JobEvent]] = []
-        for _stream, entries in result or []:
-            out.extend((_s(eid), JobEvent.from_json(data[b"data"])) for eid, data in entries)
-        return out
-
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -227,9 +227,6 @@ class Catalog:
                 {"model": model, "limit": limit}).scalars().all()
         return [str(u) for u in urls], total
 
-    def get_item_by_url(self, canonical_url: str) -> dict[str, Any] | None:
-        return self.get_item(item_id_for(canonical_url))
-
     def list_items(self, limit: int = 20, cursor: str | None = None,
                    filters: LibraryFilters | None = None
                    ) -> tuple[list[dict[str, Any]], str | None]:
@@ -262,12 +259,6 @@ class Catalog:
         with self.engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM items WHERE id = :id"), {"id": item_id})
         return item
-
-    def count_versions(self, item_id: str) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.text(
-                "SELECT count(*) FROM item_versions WHERE item_id = :id"),
-                {"id": item_id}).scalar_one())
 
 
 def encode_cursor(updated_at: datetime, item_id: str) -> str:

@@ -109,7 +109,7 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
     again = _run(instance, settings, url)
     assert again.success
     assert page_server.not_modified == not_modified + 1
-    assert catalog.count_versions(item_id) == 1
+    assert len(catalog.get_item(item_id)["versions"]) == 1
     mat = again.asset_materializations_for_node("load")[0]
     assert mat.metadata["changed"].value is False
     assert mat.metadata["vectors_reused"].value is True
@@ -126,7 +126,7 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
     finally:
         page_server.pages["/article.html"] = (status, ctype, body)
     assert changed.success
-    assert catalog.count_versions(item_id) == 2
+    assert len(catalog.get_item(item_id)["versions"]) == 2
     latest = catalog.get_item(item_id)
     assert latest is not None and latest["current_version"] == 2
     assert vectors.count_item(item_id=item_id, model=settings.stored_embedding_model,
@@ -150,7 +150,7 @@ def test_failed_ingestion_reports_stage_and_code_and_writes_no_item(
     last = _events(sync_redis, mirror_store, result.run_id)[-1]
     assert last.type == EventType.ERROR and last.error == record.error
     catalog = Catalog(settings.database_url)
-    assert catalog.get_item_by_url(canonicalize(url).url) is None
+    assert catalog.get_item(item_id_for(canonicalize(url).url)) is None
     catalog.close()
 
 
@@ -176,7 +176,7 @@ def test_objects_land_in_an_s3_server_through_the_minio_sdk(
     url = page_server.url("/notes.txt")
     assert _run(instance, s3_settings, url).success
     catalog = Catalog(settings.database_url)
-    item = catalog.get_item_by_url(canonicalize(url).url)
+    item = catalog.get_item(item_id_for(canonicalize(url).url))
     catalog.close()
     assert item is not None
     store = MinioObjectStore(s3_endpoint, "minioadmin", "minioadmin", "pipeline-test")

@@ -1,0 +1,343 @@
+"""``DagsterSubmitter`` against a real ``dagster-webserver`` (no daemon, so runs stay queued).
+
+The webserver serves the ``librarian_assets`` code location with the test settings, on an
+instance of its own: a PostgreSQL database created for this module and dropped after it, with the
+project's ``dagster.yaml`` (the queued run coordinator, as in every deployment). Without a daemon
+nothing dequeues, so submitted runs stay QUEUED and never fetch anything, and no other test's
+daemon can pick them up because no other process uses this database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+import yaml
+
+from librarian.canonical_url import CanonicalURL, canonicalize
+from librarian.errors import OrchestratorUnavailable
+from librarian.runs import Source, partition_key
+from librarian.settings import Settings
+from librarian_api.dagster_client import DagsterSubmitter
+from tests.conftest import ROOT, settings_env
+
+# dagster_graphql's client calls gql in a way gql deprecates; pytest turns warnings into errors.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Using a DocumentNode is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:Using variable_values and operation_name:DeprecationWarning"),
+]
+
+LOCATION_QUERY = """
+{ workspaceOrError { ... on Workspace { locationEntries {
+    name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }
+"""
+INGEST_CONFIG = "ops", "extract", "config", "url"
+
+
+@dataclass
+class Webserver:
+    settings: Settings  # the test settings, pointing at this webserver
+    instance: Any  # dagster.DagsterInstance on the webserver's storage
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def webserver(settings: Settings, postgres_base: str, session_id: str,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
+    from dagster import DagsterInstance
+
+    from librarian.cli.local_servers import free_port
+
+    name = f"dagster_client_{session_id}"
+    database_url = f"{postgres_base}/{name}"
+    home = tmp_path_factory.mktemp("dagster_client_home")
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    config["storage"]["postgres"]["postgres_url"] = database_url
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # The code location in-process of a code server the webserver starts itself (the stack's
+    # workspace.yaml points at a separately started code server instead).
+    (home / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"python_module": {
+        "module_name": "librarian_assets.definitions",
+        "location_name": settings.dagster_location}}]}))
+    ours = settings.model_copy(update={"dagster_port": free_port(),
+                                       "dagster_database_url": database_url})
+    env = {**os.environ, **settings_env(ours), "DAGSTER_HOME": str(home),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = home / "webserver.log"
+
+    _admin_sql(postgres_base, f'CREATE DATABASE "{name}"')
+    # Opening the instance creates the schema, before the webserver could race to.
+    instance = DagsterInstance.from_config(str(home))
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-webserver"), "-h", ours.dagster_host,
+             "-p", str(ours.dagster_port), "-w", str(home / "workspace.yaml")],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Webserver(ours, instance, proc, log)
+    try:
+        _wait_until_loaded(server, timeout=90)
+        yield server
+    finally:
+        # The webserver and the code server it started share its process group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        instance.dispose()
+        _admin_sql(postgres_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin_sql(postgres_base: str, statement: str) -> None:
+    conn = psycopg2.connect(postgres_base.replace("postgresql+psycopg2://", "postgresql://")
+                            + "/postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def _wait_until_loaded(server: Webserver, timeout: float) -> None:
+    """Until the webserver answers with the code location loaded; else fail with its log."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            response = httpx.post(server.settings.dagster_graphql_url,
+                                  json={"query": LOCATION_QUERY}, timeout=5)
+            entries = response.json()["data"]["workspaceOrError"]["locationEntries"]
+            entry = next(e for e in entries if e["name"] == server.settings.dagster_location)
+            last = entry
+            if entry["loadStatus"] == "LOADED":
+                if entry["locationOrLoadError"]["__typename"] != "RepositoryLocation":
+                    raise RuntimeError(f"the code location did not load: {entry}")
+                return
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, StopIteration) as exc:
+            last = exc
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            tail = server.log.read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"dagster-webserver not ready ({last!r}):\n{tail}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def submitter(webserver: Webserver) -> DagsterSubmitter:
+    return DagsterSubmitter(webserver.settings)
+
+
+@pytest.fixture
+def dagster_instance(webserver: Webserver) -> Any:
+    return webserver.instance
+
+
+def _url(request: pytest.FixtureRequest, path: str = "") -> CanonicalURL:
+    """A URL (so a partition) of this test's own, spelled non-canonically on purpose."""
+    return canonicalize(f"HTTPS://Dagster-Client.Example:443/{request.node.name}/{path}"
+                        f"?utm_source=test#part")
+
+
+def _config_url(run: Any) -> Any:
+    value = run.run_config
+    for key in INGEST_CONFIG:
+        value = value[key]
+    return value
+
+
+def test_adding_a_partition_twice_is_harmless_and_the_partition_then_exists(
+        submitter: DagsterSubmitter, dagster_instance: Any,
+        request: pytest.FixtureRequest) -> None:
+    key = partition_key(_url(request))
+    assert not dagster_instance.has_dynamic_partition("urls", key)
+    submitter.add_partition(key)
+    submitter.add_partition(key)
+    assert dagster_instance.has_dynamic_partition("urls", key)
+    assert list(dagster_instance.get_dynamic_partitions("urls")).count(key) == 1
+
+
+def test_submitting_a_url_queues_an_ingest_run_of_its_partition_tagged_with_url_and_source(
+        submitter: DagsterSubmitter, dagster_instance: Any,
+        request: pytest.FixtureRequest) -> None:
+    url = _url(request)
+    assert url.url == f"https://dagster-client.example/{request.node.name}/"
+
+    run_id = submitter.submit(url, Source.WATCHLIST)
+
+    run = dagster_instance.get_run_by_id(run_id)
+    assert run is not None
+    assert run.job_name == "ingest_url"
+    assert run.status.value == "QUEUED"
+    assert run.tags["dagster/partition"] == partition_key(url)
+    assert run.tags["librarian/url"] == url.url
+    assert run.tags["librarian/domain"] == "dagster-client.example"
+    assert run.tags["librarian/source"] == "watchlist"
+    assert _config_url(run) == url.url
+    assert dagster_instance.has_dynamic_partition("urls", partition_key(url))
+
+
+def test_submitting_a_url_twice_queues_two_runs_but_adds_the_partition_once(
+        submitter: DagsterSubmitter, dagster_instance: Any,
+        request: pytest.FixtureRequest) -> None:
+    url = _url(request)
+    first, second = submitter.submit(url, Source.API), submitter.submit(url, Source.API)
+    assert first != second
+    assert {dagster_instance.get_run_by_id(r).tags["dagster/partition"]
+            for r in (first, second)} == {partition_key(url)}
+    assert list(dagster_instance.get_dynamic_partitions("urls")).count(partition_key(url)) == 1
+
+
+def test_one_submitter_serves_several_threads_at_once(
+        submitter: DagsterSubmitter, dagster_instance: Any,
+        request: pytest.FixtureRequest) -> None:
+    # The API shares one submitter between the threads of its thread pool.
+    urls = [_url(request, str(i)) for i in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        run_ids = list(pool.map(lambda u: submitter.submit(u, Source.BATCH), urls))
+    assert [dagster_instance.get_run_by_id(r).tags["librarian/url"] for r in run_ids] == [
+        u.url for u in urls]
+
+
+def test_submitting_to_a_code_location_dagster_does_not_serve_is_refused_and_queues_nothing(
+        webserver: Webserver, dagster_instance: Any, request: pytest.FixtureRequest) -> None:
+    from dagster import RunsFilter
+
+    url = _url(request)
+    elsewhere = DagsterSubmitter(webserver.settings.model_copy(
+        update={"dagster_location": "no_such_location"}))
+    with pytest.raises(OrchestratorUnavailable, match="cannot add partition"):
+        elsewhere.submit(url, Source.API)
+    assert dagster_instance.get_runs(filters=RunsFilter(tags={"librarian/url": url.url})) == []
+
+
+def test_run_status_is_the_dagster_status_name_of_the_run(
+        submitter: DagsterSubmitter, request: pytest.FixtureRequest) -> None:
+    run_id = submitter.submit(_url(request), Source.API)
+    assert submitter.run_status(run_id) == "QUEUED"
+
+
+def test_run_status_of_a_run_dagster_does_not_know_is_none(submitter: DagsterSubmitter) -> None:
+    assert submitter.run_status(str(uuid.uuid4())) is None
+
+
+def test_terminating_a_queued_run_cancels_it(
+        submitter: DagsterSubmitter, dagster_instance: Any,
+        request: pytest.FixtureRequest) -> None:
+    run_id = submitter.submit(_url(request), Source.API)
+    submitter.terminate(run_id)
+    assert dagster_instance.get_run_by_id(run_id).status.value == "CANCELED"
+    assert submitter.run_status(run_id) == "CANCELED"
+
+
+def test_terminating_a_run_that_already_ended_is_refused_with_its_status(
+        submitter: DagsterSubmitter, request: pytest.FixtureRequest) -> None:
+    run_id = submitter.submit(_url(request), Source.API)
+    submitter.terminate(run_id)
+    with pytest.raises(OrchestratorUnavailable, match="could not cancel the run") as caught:
+        submitter.terminate(run_id)
+    assert "status CANCELED" in str(caught.value)
+
+
+def test_terminating_a_run_dagster_does_not_know_is_refused(submitter: DagsterSubmitter) -> None:
+    run_id = str(uuid.uuid4())
+    with pytest.raises(OrchestratorUnavailable, match="RunNotFoundError") as caught:
+        submitter.terminate(run_id)
+    assert run_id in str(caught.value)
+
+
+def test_reexecuting_a_run_that_has_not_ended_is_refused_and_queues_nothing(
+        submitter: DagsterSubmitter, dagster_instance: Any,
+        request: pytest.FixtureRequest) -> None:
+    from dagster import RunsFilter
+
+    run_id = submitter.submit(_url(request), Source.API)
+    with pytest.raises(OrchestratorUnavailable):
+        submitter.reexecute(run_id)
+    assert dagster_instance.get_runs(
+        filters=RunsFilter(tags={"dagster/parent_run_id": run_id})) == []
+    assert dagster_instance.get_run_by_id(run_id).status.value == "QUEUED"
+
+
+def test_a_refused_reexecution_says_why_dagster_refused_it(
+        submitter: DagsterSubmitter, request: pytest.FixtureRequest) -> None:
+    run_id = submitter.submit(_url(request), Source.API)
+    with pytest.raises(OrchestratorUnavailable, match="not failed or canceled"):
+        submitter.reexecute(run_id)
+
+
+def test_reexecuting_a_run_cancelled_before_it_started_queues_a_child_run_of_the_same_url(
+        submitter: DagsterSubmitter, dagster_instance: Any,
+        request: pytest.FixtureRequest) -> None:
+    url = _url(request)
+    run_id = submitter.submit(url, Source.BATCH)
+    submitter.terminate(run_id)
+
+    new_id = submitter.reexecute(run_id)
+
+    new = dagster_instance.get_run_by_id(new_id)
+    assert new_id != run_id
+    assert new.job_name == "ingest_url"
+    assert new.status.value == "QUEUED"
+    assert new.tags["dagster/parent_run_id"] == run_id
+    assert new.tags["dagster/root_run_id"] == run_id
+    assert new.tags["dagster/partition"] == partition_key(url)
+    assert new.tags["librarian/url"] == url.url
+    assert new.tags["librarian/source"] == "batch"
+    assert _config_url(new) == url.url
+
+
+def test_reexecuting_a_run_dagster_does_not_know_is_refused(submitter: DagsterSubmitter) -> None:
+    with pytest.raises(OrchestratorUnavailable):
+        submitter.reexecute(str(uuid.uuid4()))
+
+
+def test_ping_succeeds_while_the_webserver_answers(submitter: DagsterSubmitter) -> None:
+    asyncio.run(submitter.ping())  # raises OrchestratorUnavailable otherwise
+
+
+@pytest.fixture
+def unreachable(settings: Settings) -> Iterator[DagsterSubmitter]:
+    """A submitter whose port is bound but not listening: every connection is refused."""
+    with socket.socket() as held:
+        held.bind((settings.dagster_host, 0))
+        yield DagsterSubmitter(settings.model_copy(
+            update={"dagster_port": held.getsockname()[1]}))
+
+
+OPERATIONS: dict[str, Callable[[DagsterSubmitter], object]] = {
+    "submit": lambda s: s.submit(canonicalize("https://unreachable.example/"), Source.API),
+    "add_partition": lambda s: s.add_partition("unreachable.example-0123456789abcdef"),
+    "run_status": lambda s: s.run_status(str(uuid.uuid4())),
+    "terminate": lambda s: s.terminate(str(uuid.uuid4())),
+    "reexecute": lambda s: s.reexecute(str(uuid.uuid4())),
+    "ping": lambda s: asyncio.run(s.ping()),
+}
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_every_call_raises_orchestrator_unavailable_when_the_webserver_is_unreachable(
+        unreachable: DagsterSubmitter, operation: str) -> None:
+    with pytest.raises(OrchestratorUnavailable) as caught:
+        OPERATIONS[operation](unreachable)
+    assert str(caught.value)
+    assert caught.value.transient  # the API answers 503: try again later
