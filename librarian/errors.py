@@ -7,7 +7,8 @@
     │                                           rate_limited, http_error, incomplete_response,
     │                                           blocked_by_robots
     ├── ContentError                 extract    unsupported_type, empty_content, decode_error,
-    │                                           corrupt_document, blocked_by_site, not_found
+    │                                           corrupt_document, encrypted_document,
+    │                                           blocked_by_site, not_found
     ├── EnrichmentError              transform  embedding_error
     │   └── EmbeddingServiceUnavailable         (the caller embeds locally instead)
     ├── StorageError                 load       storage_error
@@ -49,6 +50,7 @@ class ErrorCode(StrEnum):
     DECODE_ERROR = "decode_error"
     UNSUPPORTED_TYPE = "unsupported_type"
     CORRUPT_DOCUMENT = "corrupt_document"
+    ENCRYPTED_DOCUMENT = "encrypted_document"
     BLOCKED_BY_SITE = "blocked_by_site"
     EMPTY_CONTENT = "empty_content"
     # Later stages.

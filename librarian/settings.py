@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     s3_bucket: str = "librarian"
     s3_secure: bool = False
 
+    # Where ``librarian run`` serves the API, and the code server it starts (workspace.yaml).
+    api_port: int = 8000
+    code_server_host: str = "127.0.0.1"
+    code_server_port: int = 4266
+
     # Dagster: the webserver's GraphQL endpoint and the code location the API submits to.
     dagster_host: str = "127.0.0.1"
     dagster_port: int = 3000

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from librarian.settings import Settings
 
@@ -132,12 +133,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="librarian")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start everything on embedded defaults (no Docker)")
-    run.add_argument("--data-dir", default="data")
-    run.add_argument("--api-port", type=int, default=8000)
-    run.add_argument("--dagster-port", type=int, default=3000)
-    run.add_argument("--code-server-port", type=int, default=4266)
-    run.add_argument("--postgres-port", type=int, default=55432)
-    run.add_argument("--redis-port", type=int, default=56379)
+    # Defaults are the settings' (LIBRARIAN_* variables), so both spell one configuration.
+    settings = Settings()
+    run.add_argument("--data-dir", default=str(settings.data_dir))
+    run.add_argument("--api-port", type=int, default=settings.api_port)
+    run.add_argument("--dagster-port", type=int, default=settings.dagster_port)
+    run.add_argument("--code-server-port", type=int, default=settings.code_server_port)
+    run.add_argument("--postgres-port", type=int,
+                     default=urlsplit(settings.database_url).port or 5432)
+    run.add_argument("--redis-port", type=int, default=urlsplit(settings.redis_url).port or 6379)
     run.set_defaults(func=cmd_run)
     mirror = sub.add_parser("mirror", help="mirror Dagster run events into Redis job records")
     mirror.add_argument("--rebuild", action="store_true",

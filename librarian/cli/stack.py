@@ -34,16 +34,16 @@ EMBEDDER_ARGV = [sys.executable, "-m", "librarian", "embed-server"]
 
 @dataclass
 class StackPorts:
-    api: int = 8000
-    dagster: int = 3000
-    code_server: int = 4266
+    api: int
+    dagster: int
+    code_server: int
 
 
 @dataclass
 class Stack:
     data_dir: Path
     env: dict[str, str]
-    ports: StackPorts = field(default_factory=StackPorts)
+    ports: StackPorts
     host: str = "127.0.0.1"
     # "warm": runs fork from the warm run pool; "default": Dagster's stock launcher.
     launcher: Literal["warm", "default"] = "warm"

@@ -21,19 +21,17 @@ import platform
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from librarian.embedding.client import EmbeddingClient
 from librarian.embedding.quantize import quantized_model
 from librarian.errors import EmbeddingServiceUnavailable
-from librarian.settings import QUANTIZED_SUFFIX
+from librarian.settings import QUANTIZED_SUFFIX, Settings
 
-if TYPE_CHECKING:
-    from librarian.settings import Settings
-
-DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2-int8"
+# The configured default, for callers that build an embedder without settings (tests, benches).
+DEFAULT_MODEL_NAME: str = Settings.model_fields["embedding_model_name"].default
 MAX_TOKENS = 256
 BATCH = 16
 SERVICE_RETRY_S = 30.0

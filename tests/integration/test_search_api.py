@@ -12,7 +12,7 @@ from librarian.canonical_url import canonicalize
 from librarian.cli.local_servers import free_port
 from librarian.settings import Settings
 from librarian.storage.catalog import item_id_for
-from tests.integration.test_pipeline_and_mirror import _run
+from tests.support.ingest import ingest_in_process
 from tests.support.pages import PageServer
 from tests.support.servers import api_in_thread
 
@@ -31,7 +31,7 @@ def indexed(instance: Any, settings: Settings, page_server: PageServer) -> dict[
     ids = {}
     for path, text in PAGES.items():
         url = page_server.add_text(path, text)
-        assert _run(instance, settings, url).success
+        assert ingest_in_process(instance, settings, url).success
         ids[path] = item_id_for(canonicalize(url).url)
     return ids
 

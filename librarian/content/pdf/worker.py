@@ -11,6 +11,8 @@ import sys
 
 import pypdfium2 as pdfium
 
+from librarian.errors import ErrorCode
+
 
 def _date(raw: str | None) -> str | None:
     # PDF dates look like D:20240131120000+01'00'
@@ -29,7 +31,8 @@ def main() -> None:
     except pdfium.PdfiumError as exc:
         encrypted = "password" in str(exc).lower()
         print(json.dumps({
-            "error": "encrypted_document" if encrypted else "corrupt_document",
+            "error": (ErrorCode.ENCRYPTED_DOCUMENT if encrypted
+                      else ErrorCode.CORRUPT_DOCUMENT).value,
             "message": ("the PDF is password-protected" if encrypted
                         else f"the PDF is damaged or not a PDF: {exc}")}))
         return

@@ -14,18 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from librarian.errors import StorageError
-from librarian.storage.vectors.base import (
-    DENSE,
-    INDEXED_FIELDS,
-    RRF_K,
-    SPARSE,
-    Collection,
-    SearchRequest,
-    Version,
-    as_hits,
-    chunk_payload,
-    point_id,
-)
+from librarian.storage.vectors import base
 from librarian.storage.vectors.locking import exclusive
 
 
@@ -60,25 +49,25 @@ class ClientEngine:
             finally:
                 qc.close()
 
-    def upsert(self, collection: Collection, versions: Sequence[Version]) -> None:
+    def upsert(self, collection: base.Collection, versions: Sequence[base.Version]) -> None:
         from qdrant_client import models as qm
 
         points = []
         for v in versions:
             for c in v.chunks:
-                vector: dict[str, Any] = {DENSE: c.vector}
+                vector: dict[str, Any] = {base.DENSE: c.vector}
                 if c.sparse_indices:
-                    vector[SPARSE] = qm.SparseVector(indices=c.sparse_indices,
+                    vector[base.SPARSE] = qm.SparseVector(indices=c.sparse_indices,
                                                      values=c.sparse_values)
                 points.append(qm.PointStruct(
-                    id=point_id(v.item_id, v.content_hash, c.index), vector=vector,
-                    payload=chunk_payload(v.item_id, v.content_hash, c, v.payload)))
+                    id=base.point_id(v.item_id, v.content_hash, c.index), vector=vector,
+                    payload=base.chunk_payload(v.item_id, v.content_hash, c, v.payload)))
         with self.client() as qc:
             self._ensure(qc, collection)
             if points:
                 qc.upsert(collection.name, points=points, wait=True)
 
-    def delete(self, collection: Collection, item_id: str, keep_hash: str | None) -> None:
+    def delete(self, collection: base.Collection, item_id: str, keep_hash: str | None) -> None:
         from qdrant_client import models as qm
 
         must_not = None if keep_hash is None else qm.FieldCondition(
@@ -91,7 +80,7 @@ class ClientEngine:
                 must_not=must_not,
             )), wait=True)
 
-    def count(self, collection: Collection, item_id: str) -> int:
+    def count(self, collection: base.Collection, item_id: str) -> int:
         from qdrant_client import models as qm
 
         with self.client() as qc:
@@ -100,7 +89,8 @@ class ClientEngine:
             return int(qc.count(collection.name, count_filter=qm.Filter(must=[qm.FieldCondition(
                 key="item_id", match=qm.MatchValue(value=item_id))]), exact=True).count)
 
-    def search(self, collection: Collection, request: SearchRequest) -> list[dict[str, Any]]:
+    def search(self, collection: base.Collection, request: base.SearchRequest
+               ) -> list[dict[str, Any]]:
         with self.client() as qc:
             if not qc.collection_exists(collection.name):
                 return []
@@ -109,7 +99,7 @@ class ClientEngine:
     def release(self) -> None:
         """Nothing to release: every call opens and closes its own client."""
 
-    def _ensure(self, qc: Any, collection: Collection) -> None:
+    def _ensure(self, qc: Any, collection: base.Collection) -> None:
         from qdrant_client import models as qm
 
         name, model = collection.name, collection.model
@@ -117,9 +107,9 @@ class ClientEngine:
             try:
                 qc.create_collection(
                     name,
-                    vectors_config={DENSE: qm.VectorParams(size=collection.dimension,
+                    vectors_config={base.DENSE: qm.VectorParams(size=collection.dimension,
                                                            distance=qm.Distance.COSINE)},
-                    sparse_vectors_config={SPARSE: qm.SparseVectorParams(
+                    sparse_vectors_config={base.SPARSE: qm.SparseVectorParams(
                         modifier=qm.Modifier.IDF)},
                     metadata={"embedding_model": model, "dimension": collection.dimension})
             except Exception:
@@ -128,7 +118,7 @@ class ClientEngine:
         info = qc.get_collection(name)
         config = info.config
         vectors = config.params.vectors
-        if not isinstance(vectors, dict) or DENSE not in vectors:
+        if not isinstance(vectors, dict) or base.DENSE not in vectors:
             raise StorageError(f"collection {name} predates named dense and sparse vectors:"
                                " delete it and load the items again")
         recorded = (config.metadata or {}).get("embedding_model")
@@ -136,12 +126,12 @@ class ClientEngine:
             raise StorageError(f"collection {name} holds vectors of model {recorded!r},"
                                f" not {model!r}")
         if self.url is not None:  # local mode has no payload indexes (and warns)
-            for key in INDEXED_FIELDS:
+            for key in base.INDEXED_FIELDS:
                 if key not in (info.payload_schema or {}):  # also after a creator died
                     qc.create_payload_index(name, key, qm.PayloadSchemaType.KEYWORD)
 
 
-def client_query(qc: Any, name: str, request: SearchRequest) -> list[dict[str, Any]]:
+def client_query(qc: Any, name: str, request: base.SearchRequest) -> list[dict[str, Any]]:
     """Run one search through an open qdrant-client (also what the bench times)."""
     from qdrant_client import models as qm
 
@@ -158,15 +148,15 @@ def client_query(qc: Any, name: str, request: SearchRequest) -> list[dict[str, A
     if request.dense is not None and sparse is not None:
         result = qc.query_points(
             name,
-            prefetch=[qm.Prefetch(query=list(request.dense), using=DENSE,
+            prefetch=[qm.Prefetch(query=list(request.dense), using=base.DENSE,
                                   limit=request.prefetch_limit, filter=flt),
-                      qm.Prefetch(query=sparse, using=SPARSE, limit=request.prefetch_limit,
+                      qm.Prefetch(query=sparse, using=base.SPARSE, limit=request.prefetch_limit,
                                   filter=flt)],
-            query=qm.RrfQuery(rrf=qm.Rrf(k=RRF_K)), query_filter=flt, limit=request.limit,
+            query=qm.RrfQuery(rrf=qm.Rrf(k=base.RRF_K)), query_filter=flt, limit=request.limit,
             with_payload=True)
     else:
         result = qc.query_points(
             name, query=list(request.dense) if request.dense is not None else sparse,
-            using=DENSE if request.dense is not None else SPARSE, query_filter=flt,
+            using=base.DENSE if request.dense is not None else base.SPARSE, query_filter=flt,
             limit=request.limit, with_payload=True)
-    return as_hits(result.points)
+    return base.as_hits(result.points)

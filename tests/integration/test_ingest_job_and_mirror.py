@@ -13,23 +13,13 @@ from librarian.canonical_url import canonicalize
 from librarian.jobs.events import EventType, JobEvent, JobStatus
 from librarian.jobs.store import MirrorJobStore
 from librarian.orchestration.mirror import EventMirror
-from librarian.runs import PARTITIONS_NAME, partition_key
+from librarian.runs import partition_key
 from librarian.settings import Settings
 from librarian.storage.catalog import Catalog, item_id_for
 from librarian.storage.objects import LocalObjectStore
 from librarian.storage.vectors import VectorStore
-from librarian_assets.definitions import build_definitions
+from tests.support.ingest import ingest_in_process
 from tests.support.pages import PageServer
-
-
-def _run(instance: Any, settings: Settings, url: str) -> Any:
-    canonical = canonicalize(url)
-    instance.add_dynamic_partitions(PARTITIONS_NAME, [partition_key(canonical)])
-    job = build_definitions(settings).get_job_def("ingest_url")
-    return job.execute_in_process(
-        instance=instance, partition_key=partition_key(canonical), raise_on_error=False,
-        run_config={"ops": {"extract": {"config": {"url": url}}}},
-        tags={"librarian/url": canonical.url})
 
 
 def _events(client: redis.Redis, store: MirrorJobStore, job_id: str) -> list[JobEvent]:
@@ -46,7 +36,7 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
         instance: Any, settings: Settings, page_server: PageServer,
         mirror_store: MirrorJobStore, sync_redis: redis.Redis) -> None:
     url = page_server.url("/article.html")
-    result = _run(instance, settings, url)
+    result = ingest_in_process(instance, settings, url)
     assert result.success
 
     canonical = canonicalize(url)
@@ -106,7 +96,7 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
 
     # Re-ingesting: a conditional request (304), no new version, nothing re-embedded.
     not_modified = page_server.not_modified
-    again = _run(instance, settings, url)
+    again = ingest_in_process(instance, settings, url)
     assert again.success
     assert page_server.not_modified == not_modified + 1
     assert len(catalog.get_item(item_id)["versions"]) == 1
@@ -122,7 +112,7 @@ def test_ingesting_a_page_stores_files_vectors_catalog_and_materialization(
         b"Harvest</h2>", b"Harvest</h2><p>Pick tomatoes in the cool of the morning, when the "
         b"fruit is firm, and leave them to finish ripening on a sunny windowsill.</p>"))
     try:
-        changed = _run(instance, settings, url)
+        changed = ingest_in_process(instance, settings, url)
     finally:
         page_server.pages["/article.html"] = (status, ctype, body)
     assert changed.success
@@ -140,7 +130,7 @@ def test_failed_ingestion_reports_stage_and_code_and_writes_no_item(
         instance: Any, settings: Settings, page_server: PageServer,
         mirror_store: MirrorJobStore, sync_redis: redis.Redis, path: str, code: str) -> None:
     url = page_server.url(path)
-    result = _run(instance, settings, url)
+    result = ingest_in_process(instance, settings, url)
     assert not result.success
     EventMirror(instance, mirror_store, gap_wait=0.5).drain()
     record = mirror_store.record(result.run_id)
@@ -158,7 +148,7 @@ def test_connection_refused_fails_in_extract(
         instance: Any, settings: Settings, mirror_store: MirrorJobStore) -> None:
     from librarian.cli.local_servers import free_port
 
-    result = _run(instance, settings, f"http://127.0.0.1:{free_port()}/nothing-listens")
+    result = ingest_in_process(instance, settings, f"http://127.0.0.1:{free_port()}/nothing-listens")
     assert not result.success
     EventMirror(instance, mirror_store, gap_wait=0.5).drain()
     record = mirror_store.record(result.run_id)
@@ -174,7 +164,7 @@ def test_objects_land_in_an_s3_server_through_the_minio_sdk(
     s3_settings = settings.model_copy(update={"s3_endpoint": s3_endpoint,
                                               "s3_bucket": "pipeline-test"})
     url = page_server.url("/notes.txt")
-    assert _run(instance, s3_settings, url).success
+    assert ingest_in_process(instance, s3_settings, url).success
     catalog = Catalog(settings.database_url)
     item = catalog.get_item(item_id_for(canonicalize(url).url))
     catalog.close()
@@ -187,7 +177,7 @@ def test_objects_land_in_an_s3_server_through_the_minio_sdk(
 def test_a_transient_failure_is_retried_by_dagster_and_the_stream_says_so(
         instance: Any, settings: Settings, page_server: PageServer,
         mirror_store: MirrorJobStore, sync_redis: redis.Redis) -> None:
-    result = _run(instance, settings, page_server.url("/flaky"))
+    result = ingest_in_process(instance, settings, page_server.url("/flaky"))
     assert result.success
     assert page_server.hits["/flaky"] == 3
     EventMirror(instance, mirror_store, gap_wait=0.5).drain()
@@ -201,7 +191,7 @@ def test_a_transient_failure_is_retried_by_dagster_and_the_stream_says_so(
 def test_a_permanent_failure_is_not_retried(instance: Any, settings: Settings,
                                             page_server: PageServer) -> None:
     before = page_server.hits.get("/missing", 0)
-    assert not _run(instance, settings, page_server.url("/missing")).success
+    assert not ingest_in_process(instance, settings, page_server.url("/missing")).success
     assert page_server.hits["/missing"] == before + 1
 
 
@@ -210,12 +200,12 @@ def test_a_failed_refresh_leaves_the_last_good_version(
     path = "/refresh-then-gone.txt"
     url = page_server.add_text(path, "Field notes on lichens\n\nLichens grow slowly on old "
                                      "stone walls and tell how clean the air around them is.")
-    assert _run(instance, settings, url).success
+    assert ingest_in_process(instance, settings, url).success
     item_id = item_id_for(canonicalize(url).url)
     catalog = Catalog(settings.database_url)
     before = catalog.get_item(item_id)
     del page_server.pages[path]  # the page disappears: the refresh fails with not_found
-    assert not _run(instance, settings, url).success
+    assert not ingest_in_process(instance, settings, url).success
     after = catalog.get_item(item_id)
     catalog.close()
     assert after is not None and before is not None
@@ -234,14 +224,14 @@ def test_after_a_model_change_unchanged_content_is_embedded_again_and_recorded(
     canonical = canonicalize(url).url
     item_id = item_id_for(canonical)
     packaged = settings.model_copy(update={"embedding_quantize": False})
-    assert _run(instance, packaged, url).success
+    assert ingest_in_process(instance, packaged, url).success
     catalog = Catalog(settings.database_url)
     vectors = VectorStore(path=settings.qdrant_path)
     current = settings.stored_embedding_model
     stale, count = catalog.embedded_with_other_model(current, 10_000)
     assert canonical in stale and count >= 1
 
-    assert _run(instance, settings, url).success  # same content, the configured model
+    assert ingest_in_process(instance, settings, url).success  # same content, the configured model
     item = catalog.get_item(item_id)
     assert item is not None and item["current_version"] == 1  # no new version...
     [version] = item["versions"]
@@ -250,7 +240,7 @@ def test_after_a_model_change_unchanged_content_is_embedded_again_and_recorded(
                               dimension=384) == version["chunk_count"] > 0
     assert canonical not in catalog.embedded_with_other_model(current, 10_000)[0]
     # A third run finds nothing to redo: the vectors of the current model are kept.
-    third = _run(instance, settings, url)
+    third = ingest_in_process(instance, settings, url)
     assert third.asset_materializations_for_node("load")[0].metadata[
         "vectors_reused"].value is True
     catalog.close()
@@ -259,7 +249,7 @@ def test_after_a_model_change_unchanged_content_is_embedded_again_and_recorded(
 def test_a_rebuild_restores_jobs_redis_lost(
         instance: Any, settings: Settings, page_server: PageServer,
         mirror_store: MirrorJobStore, sync_redis: redis.Redis) -> None:
-    result = _run(instance, settings, page_server.url("/notes.txt") + "?rebuild=1")
+    result = ingest_in_process(instance, settings, page_server.url("/notes.txt") + "?rebuild=1")
     EventMirror(instance, mirror_store, gap_wait=0.5).drain()
     before = _events(sync_redis, mirror_store, result.run_id)
     record = mirror_store.record(result.run_id)
