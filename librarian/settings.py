@@ -1,8 +1,9 @@
 """The one settings object, read from ``LIBRARIAN_*`` environment variables at the edges.
 
 Processes build it once (the API at start-up, the code location when it loads its definitions,
-the mirror and the launcher in ``main``) and hand what each part needs down as arguments or
-resource configuration; nothing deeper reads the environment.
+the mirror and the launcher in ``main``, a run worker when it sets up its resources) and hand
+what each part needs down as arguments or resource configuration; nothing deeper reads the
+environment. Every default lives here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_S3_SECRET = "minioadmin"
+# The private servers of ``librarian run`` (embedded mode) listen here by default.
+EMBEDDED_POSTGRES_PORT = 55432
+EMBEDDED_REDIS_PORT = 56379
 # Appended to the model's name when it runs as its int8 copy: its vectors differ, so does its
 # collection.
 QUANTIZED_SUFFIX = "-dq8"
@@ -28,10 +32,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
 
     # PostgreSQL: the catalog, and Dagster's storage (runs, event log) in a database of its own.
-    database_url: str = "postgresql+psycopg2://librarian@127.0.0.1:55432/librarian"
-    dagster_database_url: str = "postgresql+psycopg2://librarian@127.0.0.1:55432/dagster"
+    database_url: str = f"postgresql+psycopg2://librarian@127.0.0.1:{EMBEDDED_POSTGRES_PORT}/librarian"
+    dagster_database_url: str = (
+        f"postgresql+psycopg2://librarian@127.0.0.1:{EMBEDDED_POSTGRES_PORT}/dagster")
 
-    redis_url: str = "redis://127.0.0.1:56379/0"
+    redis_url: str = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
     # Every key Librarian writes starts with this: test sessions and deployments can share a server.
     redis_prefix: str = "librarian:"
     job_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)

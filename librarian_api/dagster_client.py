@@ -29,6 +29,17 @@ mutation AddPartition($selector: RepositorySelector!, $name: String!, $key: Stri
 """
 
 
+JOB_RUN = """
+query JobRun($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { status jobName rootRunId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
 REEXECUTE = """
 mutation Reexecute($parent: String!) {
   launchRunReexecution(reexecutionParams: {parentRunId: $parent, strategy: FROM_FAILURE}) {
@@ -134,20 +145,19 @@ class DagsterSubmitter:
             raise OrchestratorUnavailable(f"Dagster refused the retry: {reason}"[:1000])
         return str(data["run"]["runId"])
 
-    def run_status(self, run_id: str) -> str | None:
-        """The Dagster run status name, or None when Dagster has no such run."""
-        from dagster_graphql import DagsterGraphQLClientError
-
-        try:
-            return str(self._client().get_run_status(run_id).value)
-        except DagsterGraphQLClientError as exc:
-            # The client raises one error type for "no such run" and "cannot connect"; the
-            # former carries the GraphQL error type name first.
-            if exc.args and str(exc.args[0]).endswith("NotFoundError"):
-                return None
-            raise OrchestratorUnavailable(f"Dagster unreachable: {exc}") from exc
-        except Exception as exc:
-            raise OrchestratorUnavailable(f"Dagster unreachable: {exc}") from exc
+    def job_run_status(self, run_id: str) -> str | None:
+        """The Dagster status of the run that started a job, or None when ``run_id`` is no
+        job: no such run, a run of another job, or a retry of a job (a job's id is its first
+        run's)."""
+        run = self._raw(JOB_RUN, {"runId": run_id})["runOrError"]
+        if run["__typename"] == "RunNotFoundError":
+            return None
+        if run["__typename"] != "Run":
+            raise OrchestratorUnavailable(f"Dagster could not read run {run_id}: "
+                                          f"{run.get('message') or run['__typename']}")
+        if run["jobName"] != JOB_NAME or run.get("rootRunId") not in (None, run_id):
+            return None
+        return str(run["status"])
 
     async def ping(self) -> None:
         try:

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from librarian.cli.supervisor import read_restarts
 from librarian.embedding.client import EmbeddingClient
 from librarian_api.state import app_state
 
@@ -45,7 +46,11 @@ async def health(request: Request) -> JSONResponse:
     service = await run_in_threadpool(EmbeddingClient(state.settings.embedding_socket).ping)
     embedding = ({"status": "ok", "model": service.get("model"), "texts": service.get("texts")}
                  if service else {"status": "not running: each process loads the model itself"})
-    # The mirror is reported, not checked: an idle mirror has nothing to write.
-    return JSONResponse({"status": "ok" if not down else "unavailable", "down": down,
-                         "checks": report, "mirror": mirror, "embedding_service": embedding},
-                        status_code=503 if down else 200)
+    # The mirror is reported, not checked: an idle mirror has nothing to write. Restarts per
+    # process come from ``librarian run``'s supervisor (absent when something else runs us).
+    body: dict[str, Any] = {"status": "ok" if not down else "unavailable", "down": down,
+                            "checks": report, "mirror": mirror, "embedding_service": embedding}
+    restarts = read_restarts(state.settings.data_dir)
+    if restarts is not None:
+        body["restarts"] = restarts
+    return JSONResponse(body, status_code=503 if down else 200)

@@ -87,7 +87,8 @@ async def find_job(state: AppState, job_id: str) -> JobRecord | None:
     except ValueError:
         return None
     try:
-        status = await run_in_threadpool(state.dagster.run_status, job_id)
+        status = await state.unknown_jobs.lookup(
+            job_id, lambda: run_in_threadpool(state.dagster.job_run_status, job_id))
     except OrchestratorUnavailable as exc:
         raise OrchestratorUnavailable(
             f"job {job_id} is not in Redis and Dagster cannot be asked: {exc.message}") from exc

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
@@ -16,6 +20,39 @@ from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.fanout import EventHub
 
 
+class UnknownJobs:
+    """Lookups in Dagster of job ids Redis does not hold, kept cheap: at most ``slots`` at a
+    time (a flood of unknown ids must not take the threads health and submissions need), and an
+    id Dagster does not know as a job is remembered for ``ttl`` seconds (``size`` ids at most).
+    """
+
+    def __init__(self, slots: int = 2, ttl: float = 60.0, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._slots = slots
+        self._semaphore: asyncio.Semaphore | None = None
+        self._misses: OrderedDict[str, float] = OrderedDict()
+
+    async def lookup(self, job_id: str, fetch: Callable[[], Awaitable[str | None]]
+                     ) -> str | None:
+        now = time.monotonic()
+        expires = self._misses.get(job_id)
+        if expires is not None and expires > now:
+            return None
+        if self._semaphore is None:  # created in the running loop
+            self._semaphore = asyncio.Semaphore(self._slots)
+        async with self._semaphore:
+            status = await fetch()
+        if status is None:
+            self._misses[job_id] = now + self.ttl
+            self._misses.move_to_end(job_id)
+            while len(self._misses) > self.size:
+                self._misses.popitem(last=False)
+        else:
+            self._misses.pop(job_id, None)
+        return status
+
+
 @dataclass
 class AppState:
     settings: Settings
@@ -25,6 +62,7 @@ class AppState:
     objects: ObjectStore
     vectors: VectorStore
     hub: EventHub
+    unknown_jobs: UnknownJobs = field(default_factory=UnknownJobs)
     _embedder: Embedder | None = None
 
     @property

@@ -38,16 +38,19 @@ class SettingsResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     def from_settings(cls, settings: Settings) -> Self:
         values: dict[str, Any] = {}
         for name in cls.model_fields:
+            value = _plain(getattr(settings, name))
             variable = f"LIBRARIAN_{name.upper()}"
-            if name in SECRETS and variable in os.environ:
+            # A secret that came from the environment goes by name, never by value.
+            if name in SECRETS and value is not None and os.environ.get(variable) == value:
                 values[name] = EnvVar(variable)
             else:
-                values[name] = _plain(getattr(settings, name))
+                values[name] = value
         return cls(**values)
 
     def settings(self) -> Settings:
-        # Validated again (strings back to paths and secrets); unset fields are Settings'
-        # defaults, which none of this resource's clients reads.
+        # Validated again (strings back to paths and secrets) at the edge of the run worker;
+        # the fields this resource does not hold come from its environment, and none of its
+        # clients reads them.
         return Settings.model_validate(self.model_dump())
 
 

@@ -12,6 +12,7 @@ as root the server runs as the ``postgres`` user (or a ``librarian-pg`` system u
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -21,6 +22,8 @@ import time
 from pathlib import Path
 
 from librarian.errors import LocalServerError
+
+SYSTEM_HOME = Path("/var/lib/librarian")
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -79,14 +82,28 @@ def _server_user() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """Every folder above ``path`` lets other users through (the server user is one); folders
+    not made yet will be, with the usual mode."""
+    return all(parent.stat().st_mode & 0o001 for parent in path.parents if parent.exists())
+
+
 class EmbeddedPostgres:
     def __init__(self, root: Path, port: int, user: str = "librarian") -> None:
         self.root = root.resolve()
         self.port = port
         self.user = user
-        self.pgdata = self.root / "pgdata"
         self.bin = find_postgres_bin()
         self._owner = _server_user()
+        # As root the server runs as its own user, which must reach its folder. A checkout in
+        # a folder it cannot enter (/root/…, a private temporary folder) keeps the server's
+        # files under /var/lib/librarian instead, one folder per data folder, as Debian keeps
+        # its clusters under /var/lib/postgresql.
+        self.home = self.root
+        if self._owner is not None and not _reachable_by_others(self.root):
+            digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+            self.home = SYSTEM_HOME / f"postgres-{digest}"
+        self.pgdata = self.home / "pgdata"
 
     @property
     def url(self) -> str:
@@ -96,31 +113,44 @@ class EmbeddedPostgres:
         kwargs: dict[str, object] = {}
         if self._owner is not None:
             kwargs.update(user=self._owner[0], group=self._owner[1], extra_groups=[])
-        result = subprocess.run(list(args), capture_output=True, text=True, cwd=self.root,
+        result = subprocess.run(list(args), capture_output=True, text=True, cwd=self.home,
                                 **kwargs)  # type: ignore[call-overload]
         if result.returncode != 0:
             raise LocalServerError(f"{Path(args[0]).name} failed: {result.stderr[-2000:]}")
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "run").mkdir(exist_ok=True)
+        if self.home != self.root:
+            SYSTEM_HOME.mkdir(parents=True, exist_ok=True)
+            SYSTEM_HOME.chmod(0o755)
+            # Where the files went, for a person looking in the data folder.
+            (self.root / "LOCATION").write_text(f"{self.home}\n")
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "run").mkdir(exist_ok=True)
         if self._owner is not None:
-            for path in (self.root, self.root / "run"):
+            for path in (self.home, self.home / "run"):
                 os.chown(path, *self._owner)
-            # The server user must be able to reach its folder through our parents.
-            for parent in self.root.parents:
-                if parent.stat().st_mode & 0o001 == 0:
-                    raise LocalServerError(f"{parent} is not traversable by the server user")
+            if not _reachable_by_others(self.home):
+                raise LocalServerError(f"{self.home} is not traversable by the server user")
         if not (self.pgdata / "PG_VERSION").exists():
             self._run(str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", self.user,
                       "--auth=trust", "-E", "UTF8", "--no-sync")
         if port_open("127.0.0.1", self.port):
             raise LocalServerError(f"port {self.port} is taken")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-l",
-                  str(self.root / "postgres.log"), "-w", "-t", "60", "-o",
+                  str(self.home / "postgres.log"), "-w", "-t", "60", "-o",
                   f"-p {self.port} -c listen_addresses=127.0.0.1 "
-                  f"-c unix_socket_directories={self.root / 'run'} -c max_connections=200",
+                  f"-c unix_socket_directories={self.home / 'run'} -c max_connections=200",
                   "start")
+
+    def alive(self) -> bool:
+        """The postmaster named in ``postmaster.pid`` is running."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        return True
 
     def stop(self) -> None:
         if (self.pgdata / "postmaster.pid").exists():
@@ -167,6 +197,9 @@ class EmbeddedRedis:
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 raise LocalServerError(f"redis-server did not start; see {self.root}/redis.log")
             time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -7,10 +7,11 @@ import logging
 import signal
 import sys
 import threading
+import time
+from functools import partial
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from librarian.settings import Settings
+from librarian.settings import EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT, Settings
 
 log = logging.getLogger("librarian")
 
@@ -77,18 +78,53 @@ def cmd_run_pool(args: argparse.Namespace) -> int:
                                                   "librarian_assets.warm"])
 
 
+class _StopSignals:
+    """SIGINT and SIGTERM both stop the stack cleanly, however ``librarian run`` was started (a
+    background job of a script inherits SIGINT as ignored, so it is set here explicitly). A
+    second signal within ``ESCALATE_SECONDS`` stops what is left at once."""
+
+    ESCALATE_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.hurry = False
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def stopping(self) -> None:
+        """From now on a signal hurries the stop instead of interrupting it."""
+        if self.first is None:
+            self.first = time.monotonic()
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+            # Unwinds start-up or the watch loop into the one clean stop in ``cmd_run``.
+            raise KeyboardInterrupt
+        if now - self.first <= self.ESCALATE_SECONDS:
+            print("second signal: stopping at once", file=sys.stderr, flush=True)
+            self.hurry = True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from librarian.cli.local_servers import EmbeddedPostgres, EmbeddedRedis
     from librarian.cli.stack import Stack, StackPorts
+    from librarian.cli.supervisor import GaveUp, Supervisor
 
-    data_dir = Path(args.data_dir).resolve()
+    settings = Settings()
+    data_dir = Path(args.data_dir or settings.data_dir).resolve()
+    ports = StackPorts(api=args.api_port or settings.api_port,
+                       dagster=args.dagster_port or settings.dagster_port,
+                       code_server=args.code_server_port or settings.code_server_port)
     postgres = EmbeddedPostgres(data_dir / "postgres", args.postgres_port)
     redis_server = EmbeddedRedis(data_dir / "redis", args.redis_port)
-    stack = Stack(data_dir, env={}, ports=StackPorts(api=args.api_port, dagster=args.dagster_port,
-                                                     code_server=args.code_server_port),
-                  launcher=Settings().run_launcher)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stack = Stack(data_dir, env={}, ports=ports, launcher=settings.run_launcher)
+    signals = _StopSignals()
+    signals.install()
+    supervisor = Supervisor(data_dir)
     try:
         print(f"starting PostgreSQL on 127.0.0.1:{args.postgres_port} and Redis on "
               f"127.0.0.1:{args.redis_port} under {data_dir}", flush=True)
@@ -104,23 +140,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("starting code server, dagster-webserver, dagster-daemon, mirror and API…",
               flush=True)
         stack.start()
+        # The servers first: the other processes need them to come back up.
+        supervisor.watch("postgres", postgres.alive, postgres.start)
+        supervisor.watch("redis", redis_server.alive, redis_server.start)
+        for name in list(stack.procs):
+            supervisor.watch(name, partial(stack.alive, name), partial(stack.restart, name))
         print(f"\nLibrarian is running.\n"
-              f"  API        http://127.0.0.1:{args.api_port}/api/v1/health\n"
-              f"  Dagster UI http://127.0.0.1:{args.dagster_port}\n"
+              f"  API        http://127.0.0.1:{ports.api}/api/v1/health\n"
+              f"  Dagster UI http://127.0.0.1:{ports.dagster}\n"
               f"  watchlist  {Settings(data_dir=data_dir).resolved_watchlist_path}\n"
               f"  logs       {stack.logs}\nPress Ctrl-C to stop.", flush=True)
-        while not stopping.wait(1.0):
-            dead = stack.check_alive()
-            if dead:
-                print(f"{', '.join(dead)} exited; stopping. Last lines:\n"
-                      + "\n".join(stack.log_tail(n) for n in dead), file=sys.stderr)
+        while True:
+            time.sleep(1.0)
+            try:
+                supervisor.check()
+            except GaveUp as exc:
+                name = exc.message.split(" ", 1)[0]
+                print(f"{exc.message}; stopping. Last lines:\n{stack.log_tail(name)}",
+                      file=sys.stderr, flush=True)
                 return 1
-        return 0
     except KeyboardInterrupt:
         return 0
     finally:
+        signals.stopping()
         print("stopping…", flush=True)
-        stack.stop()
+        stack.stop(hurry=lambda: signals.hurry)
         redis_server.stop()
         postgres.stop()
         print("stopped.", flush=True)
@@ -133,15 +177,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="librarian")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start everything on embedded defaults (no Docker)")
-    # Defaults are the settings' (LIBRARIAN_* variables), so both spell one configuration.
-    settings = Settings()
-    run.add_argument("--data-dir", default=str(settings.data_dir))
-    run.add_argument("--api-port", type=int, default=settings.api_port)
-    run.add_argument("--dagster-port", type=int, default=settings.dagster_port)
-    run.add_argument("--code-server-port", type=int, default=settings.code_server_port)
-    run.add_argument("--postgres-port", type=int,
-                     default=urlsplit(settings.database_url).port or 5432)
-    run.add_argument("--redis-port", type=int, default=urlsplit(settings.redis_url).port or 6379)
+    # Unset options take the settings' values (LIBRARIAN_* variables, then their defaults),
+    # read when the command runs, so a bad variable never breaks another subcommand.
+    run.add_argument("--data-dir", help="default: LIBRARIAN_DATA_DIR or data")
+    run.add_argument("--api-port", type=int, help="default: LIBRARIAN_API_PORT or 8000")
+    run.add_argument("--dagster-port", type=int, help="default: LIBRARIAN_DAGSTER_PORT or 3000")
+    run.add_argument("--code-server-port", type=int,
+                     help="default: LIBRARIAN_CODE_SERVER_PORT or 4266")
+    run.add_argument("--postgres-port", type=int, default=EMBEDDED_POSTGRES_PORT)
+    run.add_argument("--redis-port", type=int, default=EMBEDDED_REDIS_PORT)
     run.set_defaults(func=cmd_run)
     mirror = sub.add_parser("mirror", help="mirror Dagster run events into Redis job records")
     mirror.add_argument("--rebuild", action="store_true",

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -48,6 +49,7 @@ class Stack:
     # "warm": runs fork from the warm run pool; "default": Dagster's stock launcher.
     launcher: Literal["warm", "default"] = "warm"
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    argv: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -114,14 +116,29 @@ class Stack:
         self._spawn("run-pool", POOL_ARGV)
         self._wait("run-pool", self.pool_ready, 120)
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 15.0, hurry: Callable[[], bool] = lambda: False) -> None:
+        """SIGTERM to every process group, SIGKILL to what is left after ``timeout`` seconds or
+        as soon as ``hurry()`` says so (a second Ctrl-C)."""
         for proc in reversed(list(self.procs.values())):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for proc in self.procs.values():
-            _reap_group(proc, deadline)
+            _reap_group(proc, deadline, hurry)
         self.procs.clear()
+
+    def alive(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def restart(self, name: str) -> None:
+        """Start ``name`` again as it was started (what is left of its group goes first)."""
+        old = self.procs.pop(name, None)
+        if old is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old.pid, signal.SIGKILL)
+            old.wait()
+        self._spawn(name, self.argv[name])
 
     def stop_process(self, name: str, timeout: float = 15.0) -> None:
         proc = self.procs.pop(name)
@@ -159,6 +176,7 @@ class Stack:
     # -- internals ---------------------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str]) -> None:
+        self.argv[name] = argv
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(argv, env=self.process_env(), cwd=ROOT, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -181,13 +199,15 @@ class Stack:
             raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}")
 
 
-def _reap_group(proc: subprocess.Popen[bytes], deadline: float) -> None:
-    try:
-        proc.wait(max(0.1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def _reap_group(proc: subprocess.Popen[bytes], deadline: float,
+                hurry: Callable[[], bool] = lambda: False) -> None:
+    while proc.poll() is None and time.monotonic() < deadline and not hurry():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.1)
+    # The leader may be gone with children of its group still running: end the whole group.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _bin(name: str) -> str:

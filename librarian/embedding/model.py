@@ -73,7 +73,7 @@ class Embedder:
             default_model, default_tokenizer = packaged_model_files()
         self.model_path = model_path or default_model
         self.tokenizer_path = tokenizer_path or default_tokenizer
-        # Dynamic int8 quantisation (``model_quantization``): ~2x less CPU per chunk, slightly
+        # Dynamic int8 quantisation (``embedding.quantize``): ~2x less CPU per chunk, slightly
         # different vectors, so the name (and the vector collection) says so. Only for the
         # packaged model: the recipe relies on its tokenizer and its vectors were checked
         # (bench/search_quality.py); another model runs as given.
@@ -87,7 +87,7 @@ class Embedder:
         self.cache_dir = cache_dir
         if self.quantize and cache_dir is None:
             raise ValueError("a quantised model needs a cache_dir to keep its quantised copy in")
-        # The host's embedding service (``embedding_service``), tried first when given: it holds
+        # The host's embedding service (``embedding.service``), tried first when given: it holds
         # the loaded model, so this process never loads its own unless the service is away.
         self._service = EmbeddingClient(service, service_timeout) if service is not None else None
         self._service_retry_at = 0.0

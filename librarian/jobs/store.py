@@ -41,7 +41,11 @@ end
 redis.call('HSET', KEYS[1], unpack(flat))
 for _, name in ipairs(cjson.decode(ARGV[8])) do redis.call('HDEL', KEYS[1], name) end
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[7])
-redis.call('ZADD', KEYS[4], 'NX', ARGV[7], ARGV[3])
+if ARGV[4] == 'enqueued' then
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[3])
+else
+  redis.call('ZADD', KEYS[4], 'NX', ARGV[7], ARGV[3])
+end
 for i = 9, #ARGV do
   redis.call('XADD', KEYS[2], sid .. '-' .. (i - 9), 'data', ARGV[i])
 end

@@ -16,12 +16,16 @@ This module imports Dagster: it runs on the orchestration side, never in the API
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
 
 from librarian.errors import ErrorCode
 from librarian.jobs.events import JobError
@@ -35,7 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("librarian.orchestration.mirror")
 RECONCILE_SECONDS = 30.0
-WILL_RETRY_WAIT = 2.0
+STATUS_WAIT = 10.0
+MAX_BACKOFF = 15.0
 
 
 class EventMirror:
@@ -46,7 +51,13 @@ class EventMirror:
         self.job_name = job_name
         self.batch = batch
         self.gap_wait = gap_wait
-        self.cursor = store.cursor()
+        # Read from Redis now if it answers, else on the first pass: a mirror started while
+        # Redis restarts waits for it instead of failing.
+        self.cursor = 0
+        self._cursor_known = False
+        with contextlib.suppress(RedisError):
+            self.cursor = store.cursor()
+            self._cursor_known = True
         self._gap_since: dict[int, float] = {}
         self._runs: OrderedDict[str, RunInfo | None] = OrderedDict()
         self._states: OrderedDict[str, JobState] = OrderedDict()
@@ -57,6 +68,9 @@ class EventMirror:
 
     def drain(self) -> int:
         """Mirror every event above the cursor that can be applied in order; return how many."""
+        if not self._cursor_known:
+            self.cursor = self.store.cursor()
+            self._cursor_known = True
         total = 0
         while True:
             entries = self.instance.event_log_storage.get_logs_for_all_runs_by_log_id(
@@ -106,7 +120,7 @@ class EventMirror:
             return None
         source = adapt(storage_id, entry)
         if source.event_type == "RUN_FAILURE":
-            run = self._run_after_failure(entry.run_id) or run
+            run = replace(run, will_retry=self._will_retry(entry))
         return translate(source, run, self._state(run.job_id))
 
     def _run(self, run_id: str) -> RunInfo | None:
@@ -123,22 +137,32 @@ class EventMirror:
             self._runs.popitem(last=False)
         return info
 
-    def _run_after_failure(self, run_id: str) -> RunInfo | None:
-        """The run re-read after its failure, once Dagster has decided whether to retry it.
+    def _will_retry(self, entry: EventLogEntry) -> bool:
+        """Whether Dagster re-executes this failed run: its ``dagster/will_retry`` tag, or, when
+        the tag is not written yet (Dagster adds it just after storing RUN_FAILURE and the
+        run's status), the same decision taken by Dagster's own rule on the same facts. So a
+        retried run never ends its job's stream, live or rebuilt, however loaded the host."""
+        if not self.instance.run_retries_enabled:
+            return False
+        from dagster._core.execution.retries import auto_reexecution_should_retry_run
+        from dagster._core.storage.dagster_run import DagsterRunStatus
 
-        Dagster tags a failed run ``dagster/will_retry`` just after storing RUN_FAILURE (when
-        run retries are on); give it a moment so a retried run is not reported as failed.
-        """
-        deadline = time.monotonic() + (WILL_RETRY_WAIT if self.instance.run_retries_enabled
-                                       else 0)
+        event = entry.dagster_event
+        reason = getattr(event.event_specific_data, "failure_reason", None) if event else None
+        deadline = time.monotonic() + STATUS_WAIT
         while True:
-            self._runs.pop(run_id, None)
-            info = self._run(run_id)
-            dagster_run = self.instance.get_run_by_id(run_id)
-            decided = dagster_run is None or Tag.WILL_RETRY in dagster_run.tags
-            if decided or time.monotonic() >= deadline:
-                return info
-            time.sleep(0.05)
+            dagster_run = self.instance.get_run_by_id(entry.run_id)
+            if dagster_run is None:
+                return False
+            tag = dagster_run.tags.get(Tag.WILL_RETRY)
+            if tag is not None:
+                return tag == "true"
+            # The rule reads the run's status, which the writer of RUN_FAILURE sets right after
+            # storing the event: wait for it rather than decide on a status still STARTED.
+            if dagster_run.status == DagsterRunStatus.FAILURE or time.monotonic() > deadline:
+                return bool(auto_reexecution_should_retry_run(self.instance, dagster_run,
+                                                              reason))
+            time.sleep(0.02)
 
     def _state(self, job_id: str) -> JobState:
         state = self._states.get(job_id)
@@ -183,9 +207,13 @@ class EventMirror:
 
     def run_forever(self, stop: threading.Event, listen_dsn: str | None = None,
                     poll_seconds: float = 1.0) -> None:
-        listener = _listen(listen_dsn) if listen_dsn else None
+        """Mirror until ``stop`` is set. A database or Redis that goes away costs a pass, not
+        the process: passes are retried with backoff (up to ``MAX_BACKOFF`` s), the listener
+        is opened again once the database is back, and polling covers the time between."""
+        listener = _Listener(listen_dsn) if listen_dsn else None
         log.info("mirror started at cursor %s", self.cursor)
         next_reconcile = 0.0
+        failures = 0
         while not stop.is_set():
             try:
                 self.drain()
@@ -193,18 +221,55 @@ class EventMirror:
                     if repaired := self.reconcile():
                         log.info("reconciled %s unfinished jobs with their runs", repaired)
                     next_reconcile = time.monotonic() + RECONCILE_SECONDS
-            except Exception:  # a storage or Redis hiccup must not kill the mirror; retry
-                log.exception("mirror pass failed; retrying")
-                stop.wait(poll_seconds)
+            except Exception as exc:  # storage or Redis away: retry, never die
+                failures += 1
+                wait = min(MAX_BACKOFF, poll_seconds * 2 ** min(failures - 1, 5))
+                log.warning("mirror pass failed (%s: %s); retrying in %.0f s",
+                            type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc)
+                            else "", wait)
+                stop.wait(wait)
                 continue
-            if listener is not None:
-                ready, _, _ = select.select([listener], [], [], poll_seconds)
-                if ready:
-                    listener.poll()
-                    listener.notifies.clear()
-            else:
+            if failures:
+                log.info("mirror passes succeed again after %s failures", failures)
+                failures = 0
+            if listener is None or not listener.wait(poll_seconds):
                 stop.wait(poll_seconds)
+        if listener is not None:
+            listener.close()
         log.info("mirror stopped at cursor %s", self.cursor)
+
+
+class _Listener:
+    """``LISTEN run_events`` on its own connection, reopened after the database comes back."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conn: Any = None
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a notification; False when there is no listener now (the
+        caller then polls)."""
+        import psycopg2
+
+        try:
+            if self.conn is None:
+                self.conn = _listen(self.dsn)
+            ready, _, _ = select.select([self.conn], [], [], seconds)
+            if ready:
+                self.conn.poll()
+                self.conn.notifies.clear()
+            return True
+        except (psycopg2.Error, OSError, ValueError) as exc:
+            log.warning("event notifications lost (%s); polling until the database is back",
+                        type(exc).__name__)
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None
 
 
 def adapt(storage_id: int, entry: EventLogEntry) -> SourceEvent:

@@ -133,7 +133,10 @@ def _handler(ev: SourceEvent, run: RunInfo, stage: str | None) -> Handler | None
 # -- run lifecycle -------------------------------------------------------------------------------
 
 def _run_enqueued(c: _Context) -> None:
-    c.update(status=JobStatus.QUEUED, attempt=c.run.attempt)
+    # Everything the API's first record holds, from the event itself: a record rebuilt from
+    # the event log is the record the live mirror wrote, to the byte (created_at included).
+    c.update(status=JobStatus.QUEUED, attempt=c.run.attempt, canonical_url=c.run.url, percent=0,
+             created_at=c.ev.timestamp)
     c.out.mode = "enqueued"
 
 

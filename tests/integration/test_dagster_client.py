@@ -233,11 +233,11 @@ def test_submitting_to_a_code_location_dagster_does_not_serve_is_refused_and_que
 def test_run_status_is_the_dagster_status_name_of_the_run(
         submitter: DagsterSubmitter, request: pytest.FixtureRequest) -> None:
     run_id = submitter.submit(_url(request), Source.API)
-    assert submitter.run_status(run_id) == "QUEUED"
+    assert submitter.job_run_status(run_id) == "QUEUED"
 
 
 def test_run_status_of_a_run_dagster_does_not_know_is_none(submitter: DagsterSubmitter) -> None:
-    assert submitter.run_status(str(uuid.uuid4())) is None
+    assert submitter.job_run_status(str(uuid.uuid4())) is None
 
 
 def test_terminating_a_queued_run_cancels_it(
@@ -246,7 +246,7 @@ def test_terminating_a_queued_run_cancels_it(
     run_id = submitter.submit(_url(request), Source.API)
     submitter.terminate(run_id)
     assert dagster_instance.get_run_by_id(run_id).status.value == "CANCELED"
-    assert submitter.run_status(run_id) == "CANCELED"
+    assert submitter.job_run_status(run_id) == "CANCELED"
 
 
 def test_terminating_a_run_that_already_ended_is_refused_with_its_status(
@@ -296,6 +296,9 @@ def test_reexecuting_a_run_cancelled_before_it_started_queues_a_child_run_of_the
 
     new = dagster_instance.get_run_by_id(new_id)
     assert new_id != run_id
+    # A retry's run id is not a job id: the job keeps its first run's id.
+    assert submitter.job_run_status(new_id) is None
+    assert submitter.job_run_status(run_id) == "CANCELED"
     assert new.job_name == "ingest_url"
     assert new.status.value == "QUEUED"
     assert new.tags["dagster/parent_run_id"] == run_id
@@ -327,7 +330,7 @@ def unreachable(settings: Settings) -> Iterator[DagsterSubmitter]:
 OPERATIONS: dict[str, Callable[[DagsterSubmitter], object]] = {
     "submit": lambda s: s.submit(canonicalize("https://unreachable.example/"), Source.API),
     "add_partition": lambda s: s.add_partition("unreachable.example-0123456789abcdef"),
-    "run_status": lambda s: s.run_status(str(uuid.uuid4())),
+    "run_status": lambda s: s.job_run_status(str(uuid.uuid4())),
     "terminate": lambda s: s.terminate(str(uuid.uuid4())),
     "reexecute": lambda s: s.reexecute(str(uuid.uuid4())),
     "ping": lambda s: asyncio.run(s.ping()),

@@ -253,6 +253,8 @@ def test_a_rebuild_restores_jobs_redis_lost(
     EventMirror(instance, mirror_store, gap_wait=0.5).drain()
     before = _events(sync_redis, mirror_store, result.run_id)
     record = mirror_store.record(result.run_id)
+    raw_record = sync_redis.hgetall(mirror_store.keys.record(result.run_id))
+    raw_stream = sync_redis.xrange(mirror_store.keys.events(result.run_id))
     sync_redis.delete(mirror_store.keys.record(result.run_id),
                       mirror_store.keys.events(result.run_id), mirror_store.keys.mirror_cursor)
     rebuilt = EventMirror(instance, mirror_store, gap_wait=0.5)  # what `mirror --rebuild` does
@@ -264,3 +266,6 @@ def test_a_rebuild_restores_jobs_redis_lost(
     again = mirror_store.record(result.run_id)
     assert again is not None and record is not None
     assert (again.status, again.result) == (record.status, record.result)
+    # The same record and stream to the byte: same ids, same fields, same timestamps.
+    assert sync_redis.hgetall(mirror_store.keys.record(result.run_id)) == raw_record
+    assert sync_redis.xrange(mirror_store.keys.events(result.run_id)) == raw_stream

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import psycopg2
@@ -57,3 +59,23 @@ def test_embedded_redis_starts_and_stops(tmp_path: Path) -> None:
         server.stop()
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(server.url, socket_connect_timeout=1).ping()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another user")
+def test_as_root_a_data_folder_the_server_user_cannot_enter_still_works(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    server = EmbeddedPostgres(private / "data" / "postgres", free_port())
+    assert server.home != server.root  # moved where the server user can reach it
+    try:
+        server.start()
+        server.create_database("librarian")
+        conn = psycopg2.connect(host="127.0.0.1", port=server.port, user="librarian",
+                                dbname="librarian")
+        conn.close()
+        assert (server.root / "LOCATION").read_text().strip() == str(server.home)
+        assert server.alive()
+    finally:
+        server.stop()
+        shutil.rmtree(server.home, ignore_errors=True)
+    assert not server.alive()

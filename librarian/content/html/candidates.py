@@ -10,7 +10,7 @@ Each extractor sees the page differently, and each fails on different pages:
   is what listings, category pages and threads are made of and what the others drop as
   link-heavy boilerplate.
 
-`html_content.extract_html` picks one of them by agreement; this module only produces them.
+`html.extract.extract_html` picks one of them by agreement; this module only produces them.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ How the main content is chosen
 No single extractor is best on every kind of page: trafilatura is precise on articles and
 documentation but drops the link-heavy cards of listings and the scattered sections of
 landing pages; chrome-stripping (resiliparse) keeps those but also keeps more noise. So the
-page goes through several extractors that fail in different ways (see `html_candidates`),
+page goes through several extractors that fail in different ways (see `html.candidates`),
 and the one that agrees best with the others wins: for each candidate, the mean overlap
 of its word 4-grams with every other candidate's (the Dice coefficient of the two
 multisets). A candidate that went astray (a sidebar, a cookie banner, a single card)

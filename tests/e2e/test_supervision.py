@@ -1,0 +1,144 @@
+"""``librarian run`` as a person starts it: what dies comes back, and a signal stops it all.
+
+The stack is started from a non-interactive shell as a background job, the way a script or a
+CI step starts it, so it inherits SIGINT as ignored; ``librarian run`` must stop on it anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from librarian.cli.local_servers import free_port, port_open
+
+pytestmark = pytest.mark.e2e
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _descendants(pid: int) -> set[int]:
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    return ""
+
+
+def _child_running(pid: int, words: str) -> int | None:
+    return next((c for c in _children(pid) if words in _cmdline(c) and _running(c)), None)
+
+
+def _health(port: int) -> dict[str, object] | None:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=3)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+@pytest.fixture
+def started() -> Iterator[tuple[int, dict[str, int], Path]]:
+    ports = {name: free_port() for name in ("api", "dagster", "code", "postgres", "redis")}
+    # The private PostgreSQL runs as its own user when we are root: a folder it can reach.
+    data = Path("/tmp") / f"librarian-supervision-{ports['api']}"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LIBRARIAN_", "DAGSTER_"))}
+    librarian = str(Path(sys.executable).parent / "librarian")
+    script = (f"'{librarian}' run --data-dir '{data}' --api-port {ports['api']}"
+              f" --dagster-port {ports['dagster']} --code-server-port {ports['code']}"
+              f" --postgres-port {ports['postgres']} --redis-port {ports['redis']}"
+              f" > '{data}.log' 2>&1 & echo $!; wait")
+    shell = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, text=True,
+                             env=env, start_new_session=True)
+    assert shell.stdout is not None
+    pid = int(shell.stdout.readline())
+    try:
+        deadline = time.monotonic() + 240
+        while _health(ports["api"]) is None:
+            assert shell.poll() is None and _running(pid), Path(f"{data}.log").read_text()
+            assert time.monotonic() < deadline, "the stack did not come up"
+            time.sleep(1)
+        yield pid, ports, data
+    finally:
+        for leftover in _descendants(pid) | {pid}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(leftover, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            shell.wait(30)
+        pgdata = data / "postgres" / "pgdata"
+        if (pgdata / "postmaster.pid").exists():
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int((pgdata / "postmaster.pid").read_text().split()[0]),
+                        signal.SIGKILL)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_what_dies_is_restarted_and_sigint_from_a_script_stops_everything(
+        started: tuple[int, dict[str, int], Path]) -> None:
+    pid, ports, data = started
+
+    # kill -9 of the event mirror and of the private Redis: both come back by themselves.
+    for words, name in (("librarian mirror", "mirror"), ("redis-server", "redis")):
+        victim = _child_running(pid, words)
+        assert victim is not None, f"no {name} process"
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            health = _health(ports["api"])
+            replacement = _child_running(pid, words)
+            restarts = (health or {}).get("restarts") or {}
+            if (replacement not in (None, victim) and isinstance(restarts, dict)
+                    and restarts.get(name) == 1 and health and health["status"] == "ok"):
+                break
+            assert _running(pid), "librarian run stopped instead of restarting " + name
+            assert time.monotonic() < deadline, f"{name} did not come back: {health}"
+            time.sleep(0.5)
+
+    # SIGINT (inherited as ignored by a background job) stops every process it started.
+    everything = _descendants(pid)
+    postmaster = int((data / "postgres" / "pgdata" / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 60
+    while _running(pid):
+        assert time.monotonic() < deadline, "librarian run ignored SIGINT"
+        time.sleep(0.2)
+    left = [p for p in everything | {postmaster} if _running(p)]
+    assert left == [], [(p, _cmdline(p)) for p in left]
+    assert not any(port_open("127.0.0.1", port) for port in ports.values())
