@@ -36,8 +36,17 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 
+# A 503 is something away for a while (Dagster, Redis, the catalog, storage): clients and
+# proxies are told when to come back instead of hammering it.
+RETRY_AFTER_SECONDS = 5
+
+
 def http_status(code: ErrorCode) -> int:
     return HTTP_STATUS.get(code, 500)
+
+
+def retry_headers(status: int) -> dict[str, str]:
+    return {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
 
 
 class ApiError(LibrarianError):
@@ -63,8 +72,9 @@ def error_body(code: ErrorCode, message: str, stage: str | None = None) -> dict[
 def error_response(exc: LibrarianError) -> JSONResponse:
     # An ApiError is the request's own fault: its stage says nothing the status does not.
     stage = None if isinstance(exc, ApiError) else exc.stage
-    return JSONResponse(error_body(exc.code, exc.message, stage),
-                        status_code=http_status(exc.code))
+    status = http_status(exc.code)
+    return JSONResponse(error_body(exc.code, exc.message, stage), status_code=status,
+                        headers=retry_headers(status))
 
 
 async def librarian_error_handler(_request: Request, exc: Exception) -> JSONResponse:

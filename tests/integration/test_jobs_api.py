@@ -103,6 +103,7 @@ def test_submitting_while_dagster_is_down_is_503_and_leaves_no_claim(
     response = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "orchestrator_unavailable"
+    assert int(response.headers["retry-after"]) > 0  # come back later, not at once
     assert not list(sync_redis.scan_iter(match=f"{settings.redis_prefix}active:down.example-*"))
 
 
