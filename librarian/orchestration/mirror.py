@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from librarian.errors import ErrorCode
-from librarian.jobs.events import JobError
+from librarian.jobs.events import JobError, JobStatus
 from librarian.jobs.store import MirrorJobStore, MirrorWrite
 from librarian.orchestration.translation import JobState, RunInfo, SourceEvent, translate
 from librarian.runs import JOB_NAME, Tag, read_progress, url_from_run_config
@@ -119,9 +119,21 @@ class EventMirror:
         if run is None:
             return None
         source = adapt(storage_id, entry)
+        state = self._state(run.job_id)
         if source.event_type == "RUN_FAILURE":
             run = replace(run, will_retry=self._will_retry(entry))
-        return translate(source, run, self._state(run.job_id))
+        elif state.retrying and source.step_key is None and self._retry_abandoned(entry.run_id):
+            # Dagster said it would retry the run, then could not launch the retry (it marks
+            # the run will_retry=false and logs why): the job ends here, with that reason.
+            source = replace(source, event_type="RUN_FAILURE",
+                             message=f"the run failed and Dagster could not retry it:"
+                                     f" {source.message}")
+            run = replace(run, will_retry=False)
+        return translate(source, run, state)
+
+    def _retry_abandoned(self, run_id: str) -> bool:
+        dagster_run = self.instance.get_run_by_id(run_id)
+        return dagster_run is not None and dagster_run.tags.get(Tag.WILL_RETRY) == "false"
 
     def _run(self, run_id: str) -> RunInfo | None:
         if run_id in self._runs:
@@ -169,9 +181,11 @@ class EventMirror:
         if state is None:
             # After a restart the record holds what earlier batches learned (result, error).
             record = self.store.record(job_id)
+            # A job back in the queue after it had started is waiting for a retry of its run.
+            retrying = bool(record and record.status == JobStatus.QUEUED and record.started_at)
             state = JobState(stage=record.stage if record else None,
                              result=record.result if record else None,
-                             error=record.error if record else None)
+                             error=record.error if record else None, retrying=retrying)
             self._states[job_id] = state
             if len(self._states) > 10_000:
                 self._states.popitem(last=False)
@@ -195,8 +209,7 @@ class EventMirror:
                 continue
             writes = []
             for rec in self.instance.get_records_for_run(run_id, limit=10_000).records:
-                write = translate(adapt(rec.storage_id, rec.event_log_entry), run,
-                                  self._state(run.job_id))
+                write = self._translate(rec.storage_id, rec.event_log_entry)
                 if write is not None:
                     writes.append(write)
             self.store.apply(writes, self.cursor)

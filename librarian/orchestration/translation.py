@@ -67,6 +67,7 @@ class JobState:
     stage: str | None = None
     result: JobResult | None = None
     error: JobError | None = None
+    retrying: bool = False  # the last run failed and Dagster said it would run it again
 
 
 @dataclass
@@ -141,6 +142,7 @@ def _run_enqueued(c: _Context) -> None:
 
 
 def _run_started(c: _Context) -> None:
+    c.state.retrying = False
     c.update(status=JobStatus.RUNNING, started_at=c.ev.timestamp, attempt=c.run.attempt,
              message="started")
     c.event(EventType.JOB_STARTED, url=c.run.url, attempt=c.run.attempt)
@@ -161,10 +163,12 @@ def _run_will_retry(c: _Context) -> None:
     c.event(EventType.STAGE_PROGRESS, stage=c.state.stage,
             message=f"the run failed ({reason}); Dagster retries it")
     c.state.error = None
+    c.state.retrying = True
     c.out.clear = ("error",)
 
 
 def _run_failed(c: _Context) -> None:
+    c.state.retrying = False
     error = c.state.error or JobError(stage=c.state.stage or "run", code=ErrorCode.RUN_FAILED,
                                       message=c.ev.message or "the run failed")
     c.update(status=JobStatus.FAILED, finished_at=c.ev.timestamp, error=error,
