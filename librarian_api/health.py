@@ -50,7 +50,7 @@ async def health(request: Request) -> JSONResponse:
     # process come from ``librarian run``'s supervisor (absent when something else runs us).
     body: dict[str, Any] = {"status": "ok" if not down else "unavailable", "down": down,
                             "checks": report, "mirror": mirror, "embedding_service": embedding}
-    restarts = read_restarts(state.settings.data_dir)
+    restarts = await run_in_threadpool(read_restarts, state.settings.data_dir)  # file I/O
     if restarts is not None:
         body["restarts"] = restarts
     return JSONResponse(body, status_code=503 if down else 200)

@@ -155,8 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             try:
                 supervisor.check()
             except GaveUp as exc:
-                name = exc.message.split(" ", 1)[0]
-                print(f"{exc.message}; stopping. Last lines:\n{stack.log_tail(name)}",
+                print(f"{exc.message}; stopping. Last lines:\n{stack.log_tail(exc.name)}",
                       file=sys.stderr, flush=True)
                 return 1
     except KeyboardInterrupt:

@@ -33,6 +33,10 @@ STATE_FILE = "restarts.json"
 class GaveUp(LocalServerError):
     """A service kept dying: the stack stops instead of looping."""
 
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
 
 @dataclass
 class _Watched:
@@ -69,7 +73,7 @@ class Supervisor:
             while w.recent and now - w.recent[0] > self.window:
                 w.recent.popleft()
             if len(w.recent) >= self.budget:
-                raise GaveUp(f"{w.name} died {len(w.recent)} times in {self.window:.0f} s"
+                raise GaveUp(w.name, f"{w.name} died {len(w.recent)} times in {self.window:.0f} s"
                              f" (last error: {w.last_error or 'it exited'}); giving up")
             w.recent.append(now)
             w.total += 1
