@@ -158,7 +158,10 @@ def ingest(api: str, url: str, runs: list[tuple[str, float, float]] | None = Non
                     raise RuntimeError(f"{url} did not complete: {line}")
                 break
     if runs is not None:
-        runs.append((job["job_id"], posted, time.time()))
+        done = time.time()
+        # The job's id is Librarian's; its record names the run that did the work.
+        run_id = httpx.get(job["status_url"], timeout=30).json()["run_id"]
+        runs.append((run_id, posted, done))
     return time.perf_counter() - started
 
 

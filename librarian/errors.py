@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     RUN_FAILED = "run_failed"
     INTERNAL_ERROR = "internal_error"
     ORCHESTRATOR_UNAVAILABLE = "orchestrator_unavailable"
+    RUN_REFUSED = "run_refused"
     RUN_POOL_UNAVAILABLE = "run_pool_unavailable"
     LOCAL_SERVER_FAILED = "local_server_failed"
     # The API's request errors.
@@ -77,7 +78,6 @@ class ErrorCode(StrEnum):
     FILE_NOT_FOUND = "file_not_found"
     JOB_FINISHED = "job_finished"
     JOB_NOT_FAILED = "job_not_failed"
-    SUBMIT_BUSY = "submit_busy"
     SUBMIT_FAILED = "submit_failed"
     REDIS_UNAVAILABLE = "redis_unavailable"
     CATALOG_UNAVAILABLE = "catalog_unavailable"
@@ -141,6 +141,15 @@ class OrchestratorUnavailable(LibrarianError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.ORCHESTRATOR_UNAVAILABLE, message, transient=True)
+
+
+class RunRefused(LibrarianError):
+    """Dagster answered and would not create the run: trying again changes nothing."""
+
+    stage = "submit"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.RUN_REFUSED, message)
 
 
 class RunPoolError(LibrarianError):

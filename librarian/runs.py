@@ -34,6 +34,10 @@ class Tag(StrEnum):
     URL = "librarian/url"
     DOMAIN = "librarian/domain"
     SOURCE = "librarian/source"
+    # The job a run belongs to, when Librarian issued the job id before submitting the run (the
+    # API does: it answers with the id at once and submits in the background). Re-executions
+    # inherit it; runs without it (sensor runs) are their own job, under their root run's id.
+    JOB = "librarian/job"
     # Set by the warm run pool on the runs it executes.
     WORKER = "librarian/worker"
     LAUNCHER = "librarian/launcher"
@@ -79,9 +83,17 @@ def url_from_run_config(config: Any) -> str | None:
     return url if isinstance(url, str) else None
 
 
-def run_tags(url: CanonicalURL, source: Source) -> dict[str, str]:
-    return {Tag.PARTITION: partition_key(url), Tag.URL: url.url, Tag.DOMAIN: url.host,
-            Tag.SOURCE: source.value}
+def run_tags(url: CanonicalURL, source: Source, job_id: str | None = None) -> dict[str, str]:
+    tags: dict[str, str] = {Tag.PARTITION: partition_key(url), Tag.URL: url.url,
+                            Tag.DOMAIN: url.host, Tag.SOURCE: source.value}
+    if job_id is not None:
+        tags[Tag.JOB] = job_id
+    return tags
+
+
+def job_id_of_run(run_id: str, tags: dict[str, str]) -> str:
+    """The job a run belongs to: the id Librarian issued, else the root run's id."""
+    return tags.get(Tag.JOB) or tags.get(Tag.ROOT_RUN) or run_id
 
 
 def is_bulk(tags: dict[str, str]) -> bool:

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     dagster_port: int = 3000
     dagster_location: str = "librarian_assets"
     dagster_repository: str = "__repository__"
+    # Submissions are accepted at once and turned into runs in the background (in bulk). While
+    # Dagster is unreachable they are retried; a job whose run cannot be made within the
+    # deadline ends failed. Once Dagster has been unreachable for the grace period, new
+    # submissions are refused (503) instead of piling up behind it.
+    submit_deadline_seconds: float = Field(default=600.0, gt=0)
+    submit_grace_seconds: float = Field(default=30.0, ge=0)
+    submit_batch: int = Field(default=50, ge=1, le=500)
 
     # Server-Sent Events: seconds between heartbeats on an idle stream.
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)

@@ -28,6 +28,7 @@ from librarian_api.errors import (
 )
 from librarian_api.fanout import EventHub
 from librarian_api.state import AppState
+from librarian_api.submitter import Submitter
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -44,15 +45,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
         hub = EventHub(client, JobKeys(settings.redis_prefix).channel)
         await hub.start()
         catalog = catalog_for(settings)
+        jobs = ApiJobStore(client, settings.redis_prefix, settings.job_ttl_seconds)
+        dagster = DagsterSubmitter(settings)
+        submitter = Submitter(jobs, dagster, settings)
+        await submitter.start()
         app.state.librarian = AppState(
-            settings=settings, jobs=ApiJobStore(client, settings.redis_prefix),
-            catalog=catalog, dagster=DagsterSubmitter(settings),
-            objects=objects_for(settings), hub=hub,
+            settings=settings, jobs=jobs, catalog=catalog, dagster=dagster,
+            objects=objects_for(settings), hub=hub, submitter=submitter,
             # Searches keep the embedded shard open briefly between them (see VectorStore).
             vectors=vectors_for(settings, hold_seconds=0.5))
         try:
             yield
         finally:
+            await submitter.stop()
             await hub.stop()
             app.state.librarian.vectors.release()
             await client.aclose()

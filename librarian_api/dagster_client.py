@@ -1,8 +1,15 @@
 """Submitting runs of ``ingest_url`` through Dagster's GraphQL API.
 
-Runs are submitted with ``dagster_graphql.DagsterGraphQLClient``. Adding a dynamic partition has
-no call in that client, so that one mutation (and the cheap ``version`` query used as a health
-check) goes as raw GraphQL. The client is not thread-safe: one per thread.
+One run is submitted with ``dagster_graphql.DagsterGraphQLClient``. The client has no call for
+what else the API needs, so these go as raw GraphQL to the same endpoint: adding dynamic
+partitions, launching many runs in one request (``launchMultipleRuns``: 0.08 s per run instead
+of 0.2 s one by one, measured with 80 runs), finding a job's runs by its tag, re-execution and
+the cheap ``version`` query used as a health check. The client is not thread-safe: one per
+thread.
+
+Every run carries its job's id as a tag (:data:`librarian.runs.Tag.JOB`): the API issues job
+ids before their runs exist, and a submission repeated after a lost answer finds the run the
+first one made instead of making a second.
 """
 
 from __future__ import annotations
@@ -13,8 +20,16 @@ from typing import Any
 import httpx
 
 from librarian.canonical_url import CanonicalURL
-from librarian.errors import OrchestratorUnavailable
-from librarian.runs import JOB_NAME, PARTITIONS_NAME, Source, partition_key, run_config, run_tags
+from librarian.errors import LibrarianError, OrchestratorUnavailable, RunRefused
+from librarian.runs import (
+    JOB_NAME,
+    PARTITIONS_NAME,
+    Source,
+    Tag,
+    partition_key,
+    run_config,
+    run_tags,
+)
 from librarian.settings import Settings
 
 ADD_PARTITION = """
@@ -29,11 +44,43 @@ mutation AddPartition($selector: RepositorySelector!, $name: String!, $key: Stri
 """
 
 
+LAUNCH_MANY = """
+mutation LaunchMany($params: [ExecutionParams!]!) {
+  launchMultipleRuns(executionParamsList: $params) {
+    __typename
+    ... on LaunchMultipleRunsResult {
+      launchMultipleRunsResult {
+        __typename
+        ... on LaunchRunSuccess { run { runId } }
+        ... on PythonError { message }
+        ... on RunConfigValidationInvalid { errors { message } }
+        ... on InvalidSubsetError { message }
+        ... on RunConflict { message }
+        ... on UnauthorizedError { message }
+        ... on PipelineNotFoundError { message }
+        ... on NoModeProvidedError { message }
+        ... on PresetNotFoundError { message }
+        ... on ConflictingExecutionParamsError { message }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+# Run-level refusals that a retry cannot change. Not among them: a PythonError (the storage may
+# be blinking), and a job or repository not found (the code location may be reloading).
+_REFUSALS = frozenset({"RunConfigValidationInvalid", "InvalidSubsetError", "RunConflict",
+                       "NoModeProvidedError", "PresetNotFoundError",
+                       "ConflictingExecutionParamsError", "InvalidStepError",
+                       "InvalidOutputError"})
+
+
 JOB_RUN = """
 query JobRun($runId: ID!) {
   runOrError(runId: $runId) {
     __typename
-    ... on Run { status jobName rootRunId }
+    ... on Run { status jobName rootRunId tags { key value } }
     ... on PythonError { message }
   }
 }
@@ -74,10 +121,11 @@ class DagsterSubmitter:
             self._local.client = client
         return client
 
-    def _raw(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    def _raw(self, query: str, variables: dict[str, Any], timeout: float = 10.0
+             ) -> dict[str, Any]:
         try:
             response = httpx.post(self.graphql_url, json={"query": query, "variables": variables},
-                                  timeout=10)
+                                  timeout=timeout)
         except httpx.HTTPError as exc:
             raise OrchestratorUnavailable(f"Dagster GraphQL unreachable: {exc}") from exc
         # A refusal comes as an error status with a GraphQL body that says why: read it first.
@@ -109,7 +157,91 @@ class DagsterSubmitter:
             raise OrchestratorUnavailable(
                 f"cannot add partition {key}: {kind} {data['addDynamicPartition'].get('message')}")
 
-    def submit(self, url: CanonicalURL, source: Source) -> str:
+    def _selector(self) -> dict[str, str]:
+        return {"repositoryLocationName": self.location, "repositoryName": self.repository}
+
+    def add_partitions(self, keys: list[str]) -> None:
+        """Add many partitions in one request (aliased mutations, run one after another)."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return
+        params = ", ".join(f"$k{i}: String!" for i in range(len(keys)))
+        fields = " ".join(
+            f"p{i}: addDynamicPartition(repositorySelector: $s, partitionsDefName: $n, "
+            f"partitionKey: $k{i}) {{ __typename ... on PythonError {{ message }} "
+            f"... on UnauthorizedError {{ message }} }}" for i in range(len(keys)))
+        variables: dict[str, Any] = {"s": self._selector(), "n": PARTITIONS_NAME}
+        variables.update({f"k{i}": key for i, key in enumerate(keys)})
+        data = self._raw(f"mutation AddPartitions($s: RepositorySelector!, $n: String!, "
+                         f"{params}) {{ {fields} }}", variables)
+        for i, key in enumerate(keys):
+            result = data[f"p{i}"]
+            if result["__typename"] not in ("AddDynamicPartitionSuccess",
+                                            "DuplicateDynamicPartitionError"):
+                raise OrchestratorUnavailable(
+                    f"cannot add partition {key}: {result['__typename']} "
+                    f"{result.get('message') or ''}".strip())
+
+    def submit_many(self, jobs: list[tuple[str, CanonicalURL, Source]]
+                    ) -> list[str | LibrarianError]:
+        """Submit one run per ``(job id, url, source)``; per job, its run id or the refusal
+        that a retry would not change. Raises :class:`OrchestratorUnavailable` when Dagster
+        cannot be asked (nothing or part submitted: retry, checking :meth:`runs_of_jobs`)."""
+        if len(jobs) == 1:  # the common case of one URL goes through Dagster's own client
+            job_id, url, source = jobs[0]
+            try:
+                return [self.submit(url, source, job_id)]
+            except RunRefused as exc:
+                return [exc]
+        self.add_partitions([partition_key(url) for _, url, _ in jobs])
+        params = [{"selector": {**self._selector(), "jobName": JOB_NAME},
+                   "runConfigData": run_config(url),
+                   "executionMetadata": {"tags": [
+                       {"key": k, "value": v} for k, v in run_tags(url, source, job_id).items()]}}
+                  for job_id, url, source in jobs]
+        # Dagster makes the runs one after another (~0.1 s each): wait for a whole batch.
+        data = self._raw(LAUNCH_MANY, {"params": params}, timeout=60.0)["launchMultipleRuns"]
+        if data["__typename"] != "LaunchMultipleRunsResult":
+            raise OrchestratorUnavailable(
+                f"Dagster could not launch runs: {data.get('message') or data['__typename']}"
+                [:1000])
+        out: list[str | LibrarianError] = []
+        for result in data["launchMultipleRunsResult"]:
+            kind = result["__typename"]
+            if kind == "LaunchRunSuccess":
+                out.append(str(result["run"]["runId"]))
+            elif kind in _REFUSALS:
+                reason = result.get("message") or "; ".join(
+                    e["message"] for e in result.get("errors") or []) or kind
+                out.append(RunRefused(f"Dagster refused the run: {reason}"[:1000]))
+            else:
+                raise OrchestratorUnavailable(
+                    f"Dagster could not launch a run: {result.get('message') or kind}"[:1000])
+        return out
+
+    def runs_of_jobs(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """Job id → (id, status) of the job's first run, for the jobs that have one."""
+        if not job_ids:
+            return {}
+        params = ", ".join(f"$j{i}: String!" for i in range(len(job_ids)))
+        fields = " ".join(
+            f'r{i}: runsOrError(filter: {{tags: [{{key: "{Tag.JOB.value}", value: $j{i}}}]}}) '
+            f"{{ __typename ... on Runs {{ results {{ runId status rootRunId }} }} "
+            f"... on PythonError {{ message }} }}" for i in range(len(job_ids)))
+        data = self._raw(f"query JobRuns({params}) {{ {fields} }}",
+                         {f"j{i}": job_id for i, job_id in enumerate(job_ids)})
+        found: dict[str, tuple[str, str]] = {}
+        for i, job_id in enumerate(job_ids):
+            result = data[f"r{i}"]
+            if result["__typename"] != "Runs":
+                raise OrchestratorUnavailable(
+                    f"Dagster could not list runs: {result.get('message') or ''}"[:1000])
+            for run in result["results"]:
+                if not run.get("rootRunId"):
+                    found[job_id] = (str(run["runId"]), str(run["status"]))
+        return found
+
+    def submit(self, url: CanonicalURL, source: Source, job_id: str | None = None) -> str:
         """Add the URL's partition and submit its run; return the run id."""
         from dagster_graphql import DagsterGraphQLClientError
 
@@ -121,9 +253,12 @@ class DagsterSubmitter:
                 repository_name=self.repository,
                 # Partitioned runs launched over GraphQL do not get the job's default config.
                 run_config=run_config(url),
-                tags=run_tags(url, source),
+                tags=run_tags(url, source, job_id),
             )
         except DagsterGraphQLClientError as exc:
+            # The client's first argument names the GraphQL result type of a refusal.
+            if exc.args and exc.args[0] in _REFUSALS:
+                raise RunRefused(f"Dagster refused the run: {exc}"[:1000]) from exc
             raise OrchestratorUnavailable(f"Dagster refused the run: {exc}") from exc
         except Exception as exc:  # requests/gql transport errors
             raise OrchestratorUnavailable(f"Dagster unreachable: {exc}") from exc
@@ -145,19 +280,23 @@ class DagsterSubmitter:
             raise OrchestratorUnavailable(f"Dagster refused the retry: {reason}"[:1000])
         return str(data["run"]["runId"])
 
-    def job_run_status(self, run_id: str) -> str | None:
-        """The Dagster status of the run that started a job, or None when ``run_id`` is no
-        job: no such run, a run of another job, or a retry of a job (a job's id is its first
-        run's)."""
-        run = self._raw(JOB_RUN, {"runId": run_id})["runOrError"]
+    def job_status(self, job_id: str) -> tuple[str, str] | None:
+        """(run id, Dagster status) of the run that started a job, or None when ``job_id`` is
+        no job: not a job's tag (ids the API issued), and no first run of ``ingest_url`` by
+        that id (jobs of sensor runs, whose id is their run's)."""
+        found = self.runs_of_jobs([job_id]).get(job_id)
+        if found is not None:
+            return found
+        run = self._raw(JOB_RUN, {"runId": job_id})["runOrError"]
         if run["__typename"] == "RunNotFoundError":
             return None
         if run["__typename"] != "Run":
-            raise OrchestratorUnavailable(f"Dagster could not read run {run_id}: "
+            raise OrchestratorUnavailable(f"Dagster could not read run {job_id}: "
                                           f"{run.get('message') or run['__typename']}")
-        if run["jobName"] != JOB_NAME or run.get("rootRunId") not in (None, run_id):
-            return None
-        return str(run["status"])
+        if (run["jobName"] != JOB_NAME or run.get("rootRunId") not in (None, job_id)
+                or (run.get("tags") and any(t["key"] == Tag.JOB.value for t in run["tags"]))):
+            return None  # another job's run, a retry, or a run of a job with an issued id
+        return job_id, str(run["status"])
 
     async def ping(self) -> None:
         try:

@@ -27,7 +27,6 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.FILE_NOT_FOUND: 404,
     ErrorCode.JOB_FINISHED: 409,
     ErrorCode.JOB_NOT_FAILED: 409,
-    ErrorCode.SUBMIT_BUSY: 503,
     ErrorCode.SUBMIT_FAILED: 503,
     ErrorCode.ORCHESTRATOR_UNAVAILABLE: 503,
     ErrorCode.STORAGE_ERROR: 503,

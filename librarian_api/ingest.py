@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse
 
 from librarian.canonical_url import canonicalize
 from librarian.errors import ErrorCode
-from librarian.jobs.events import JobStatus
+from librarian.jobs.events import EventType, JobEvent, JobStatus
 from librarian.runs import Source
 from librarian_api.errors import ApiError
 from librarian_api.params import job_or_404, json_body
@@ -93,6 +93,14 @@ async def cancel(request: Request) -> JSONResponse:
     record = await job_or_404(state, job_id)
     if record.status.is_terminal:
         raise ApiError(ErrorCode.JOB_FINISHED, f"job {job_id} is already {record.status.value}")
+    if record.run_id is None:
+        # Not submitted yet: the job ends here (a run its submitter is making goes too).
+        event = JobEvent(type=EventType.JOB_CANCELLED, job_id=job_id,
+                         message="cancelled before its run was submitted")
+        if await state.jobs.end_before_run(job_id, JobStatus.CANCELLED, event):
+            return JSONResponse({"job_id": job_id, "status": "cancelled",
+                                 **job_links(request, job_id)}, status_code=202)
+        record = await job_or_404(state, job_id)  # it got its run meanwhile
     await run_in_threadpool(state.dagster.terminate, record.run_id or job_id)
     return JSONResponse({"job_id": job_id, "status": "cancelling",
                          **job_links(request, job_id)}, status_code=202)
@@ -107,6 +115,12 @@ async def retry(request: Request) -> JSONResponse:
         raise ApiError(ErrorCode.JOB_NOT_FAILED,
                        f"only failed or cancelled jobs can be retried; this one is "
                        f"{record.status.value}")
-    run_id = await run_in_threadpool(state.dagster.reexecute, record.run_id or job_id)
+    if record.run_id is None:
+        # It never got a run (its submission failed): there is nothing to re-execute, so the
+        # URL is submitted again, as a new job.
+        sub = await submit_url(state, canonicalize(record.url), Source.API)
+        return JSONResponse({**submission_json(request, sub), "retry_of": job_id},
+                            status_code=status_code(sub))
+    run_id = await run_in_threadpool(state.dagster.reexecute, record.run_id)
     return JSONResponse({"job_id": job_id, "run_id": run_id, "status": "queued",
                          **job_links(request, job_id)}, status_code=202)

@@ -87,14 +87,15 @@ async def find_job(state: AppState, job_id: str) -> JobRecord | None:
     except ValueError:
         return None
     try:
-        status = await state.unknown_jobs.lookup(
-            job_id, lambda: run_in_threadpool(state.dagster.job_run_status, job_id))
+        found = await state.unknown_jobs.lookup(
+            job_id, lambda: run_in_threadpool(state.dagster.job_status, job_id))
     except OrchestratorUnavailable as exc:
         raise OrchestratorUnavailable(
             f"job {job_id} is not in Redis and Dagster cannot be asked: {exc.message}") from exc
-    if status is None:
+    if found is None:
         return None
-    return JobRecord(job_id=job_id, run_id=job_id, url="",
+    run_id, status = found
+    return JobRecord(job_id=job_id, run_id=run_id, url="",
                      status=DAGSTER_STATUS.get(status, JobStatus.QUEUED),
                      message=f"from Dagster: {status}", percent=100 if status == "SUCCESS" else 0)
 

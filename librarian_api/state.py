@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from starlette.requests import Request
 
@@ -18,6 +19,9 @@ from librarian.storage.objects import ObjectStore
 from librarian.storage.vectors import VectorStore
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.fanout import EventHub
+from librarian_api.submitter import Submitter
+
+T = TypeVar("T")
 
 
 class UnknownJobs:
@@ -33,8 +37,8 @@ class UnknownJobs:
         self._semaphore: asyncio.Semaphore | None = None
         self._misses: OrderedDict[str, float] = OrderedDict()
 
-    async def lookup(self, job_id: str, fetch: Callable[[], Awaitable[str | None]]
-                     ) -> str | None:
+    async def lookup(self, job_id: str, fetch: Callable[[], Awaitable[T | None]]
+                     ) -> T | None:
         now = time.monotonic()
         expires = self._misses.get(job_id)
         if expires is not None and expires > now:
@@ -62,6 +66,7 @@ class AppState:
     objects: ObjectStore
     vectors: VectorStore
     hub: EventHub
+    submitter: Submitter
     unknown_jobs: UnknownJobs = field(default_factory=UnknownJobs)
     _embedder: Embedder | None = None
 

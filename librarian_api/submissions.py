@@ -1,32 +1,32 @@
-"""Turning URLs into jobs: claim the URL, submit its run through Dagster, record the job.
+"""Turning URLs into jobs: accept each URL at once, its run is submitted in the background.
 
-One run per URL at a time: while a URL's job is queued or running, submitting it again (in any
-spelling with the same canonical form) returns that job instead of a new one. The claim is a
-Redis key per partition, taken before the run is submitted and turned into the job id after,
-so two concurrent submissions of one URL make one run.
+Accepting a URL issues its job id, writes the ``queued`` record, takes the URL's claim and
+queues the submission in one Redis script (:meth:`ApiJobStore.accept`), so a batch of 500 URLs
+is answered in one round trip and no job id is lost to a slow Dagster. The run itself is made by
+:class:`librarian_api.submitter.Submitter`; a submission that fails ends its job with an
+``error`` event on the job's own stream.
+
+One job per URL at a time: while a URL's job is queued or running, submitting it again (in any
+spelling with the same canonical form) returns that job instead of a new one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from librarian.canonical_url import CanonicalURL, canonicalize
-from librarian.errors import ErrorCode, LibrarianError
-from librarian.jobs.events import JobRecord, JobStatus
+from librarian.errors import LibrarianError, OrchestratorUnavailable
+from librarian.jobs.events import JobStatus
+from librarian.jobs.store import NewJob
 from librarian.runs import Source, partition_key
-from librarian_api.errors import ApiError, http_status
+from librarian_api.errors import http_status
 from librarian_api.state import AppState
 
-# Longer than the slowest submission (GraphQL timeout 30 s, plus adding the partition).
-CLAIM_SECONDS = 120
-CLAIM_WAIT_SECONDS = 10
 MAX_BATCH = 500
 
 
@@ -39,55 +39,45 @@ class Submission:
 
 
 async def submit_url(state: AppState, canonical: CanonicalURL, source: Source) -> Submission:
-    key = partition_key(canonical)
-    token = f"pending:{uuid.uuid4()}"
-    existing = await _claim(state, key, token)
-    if existing is not None:
-        return existing
-    try:
-        run_id = await run_in_threadpool(state.dagster.submit, canonical, source)
-    except BaseException:
-        # Whatever went wrong, the URL must not stay claimed by a submission that failed.
-        await state.jobs.release_url(key, token)
-        raise
-    now = time.time()
-    await state.jobs.create_queued(JobRecord(
-        job_id=run_id, status=JobStatus.QUEUED, url=canonical.url, canonical_url=canonical.url,
-        partition_key=key, run_id=run_id, created_at=now, updated_at=now))
-    await state.jobs.set_active(key, token, run_id)
-    return Submission(job_id=run_id, status=JobStatus.QUEUED, url=canonical.url, created=True)
-
-
-async def _claim(state: AppState, key: str, token: str) -> Submission | None:
-    """Take the URL's claim (None), or return the job already holding it."""
-    deadline = time.monotonic() + CLAIM_WAIT_SECONDS
-    while True:
-        holder = await state.jobs.claim_url(key, token, CLAIM_SECONDS)
-        if holder is None:
-            return None
-        if not holder.startswith("pending:"):
-            record = await state.jobs.record(holder)
-            if record is not None and not record.status.is_terminal:
-                return Submission(job_id=record.job_id, status=record.status, url=record.url,
-                                  created=False)
-            await state.jobs.release_url(key, holder)  # finished or expired: stale claim
-            continue
-        if time.monotonic() > deadline:
-            raise ApiError(ErrorCode.SUBMIT_BUSY,
-                           "another submission of this URL is in progress")
-        await asyncio.sleep(0.1)  # a concurrent request is submitting this URL right now
+    return (await accept(state, [canonical], source))[0]
 
 
 async def submit_urls(state: AppState, urls: list[str], source: Source
                       ) -> list[Submission | LibrarianError]:
     """One outcome per URL, in order: its job, or the error that refused it."""
-    outcomes: list[Submission | LibrarianError] = []
+    outcomes: list[Submission | LibrarianError | CanonicalURL] = []
     for url in urls:
         try:
-            outcomes.append(await submit_url(state, canonicalize(url), source))
+            outcomes.append(canonicalize(url))
         except LibrarianError as exc:
             outcomes.append(exc)
-    return outcomes
+    valid = [o for o in outcomes if isinstance(o, CanonicalURL)]
+    accepted = iter(await accept(state, valid, source) if valid else [])
+    return [next(accepted) if isinstance(o, CanonicalURL) else o for o in outcomes]
+
+
+async def accept(state: AppState, urls: list[CanonicalURL], source: Source
+                 ) -> list[Submission]:
+    refusal = state.submitter.refusal()
+    if refusal is not None:
+        # Dagster has been away longer than a blip: say so now rather than queue behind it.
+        raise OrchestratorUnavailable(refusal)
+    now = time.time()
+    jobs = [NewJob(job_id=str(uuid.uuid4()), url=url.url, partition_key=partition_key(url),
+                   source=source.value, created_at=now) for url in urls]
+    holders = await state.jobs.accept(jobs)
+    state.submitter.wake()
+    existing = {h for job, h in zip(jobs, holders, strict=True) if h != job.job_id}
+    statuses = {job_id: await state.jobs.status(job_id) for job_id in existing}
+    out = []
+    for job, holder in zip(jobs, holders, strict=True):
+        if holder == job.job_id:
+            out.append(Submission(job_id=holder, status=JobStatus.QUEUED, url=job.url,
+                                  created=True))
+        else:
+            out.append(Submission(job_id=holder, status=statuses[holder] or JobStatus.QUEUED,
+                                  url=job.url, created=False))
+    return out
 
 
 def job_links(request: Request, job_id: str) -> dict[str, str]:

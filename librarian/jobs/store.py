@@ -6,9 +6,18 @@ Layout (every key under the configured prefix)::
     {p}job:{job_id}:events     stream  one entry per job event, id ``<dagster storage id>-<n>``
     {p}active:{partition_key}  string  job id of the queued/running job for that URL
     {p}jobs                    zset    job ids by creation time
+    {p}submit:queue            zset    job ids waiting for their run, by when to try next
+    {p}submit:args             hash    job id → what to submit (URL, source, time accepted)
+    {p}submit:tries            hash    job id → submission attempts so far
     {p}mirror:cursor           string  the mirror's low-water mark in Dagster's event log
     {p}mirror:stats            hash    lag of the newest mirrored event (ms), time of the write
     {p}events                  pubsub  job id published after each mirrored write
+
+A job is accepted before its run exists: the API issues the job id, writes the ``queued``
+record, takes the URL's ``active`` claim and queues the submission, in one script, and answers;
+a background submitter turns queued submissions into runs (tagged with the job id) and removes
+them. A submission that cannot be made ends the job with one ``error`` event, id ``0-1`` (below
+every id the mirror writes).
 
 Stream entry ids come from Dagster's event storage id, so a replayed event is recognised and
 skipped (``last_storage_id`` in the record): the mirror's writes are exactly-once even though its
@@ -17,13 +26,20 @@ reads are at-least-once. The SSE ``id:`` is the entry id, so ``Last-Event-ID`` r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from librarian.jobs.events import JobEvent, JobRecord, JobStatus, record_fields
+from librarian.jobs.events import (
+    JobError,
+    JobEvent,
+    JobRecord,
+    JobStatus,
+    record_fields,
+)
 
 # KEYS: record, stream, active, jobs-index
 # ARGV: storage_id, ttl, job_id, mode ("", "enqueued", "terminal"), record-fields JSON,
@@ -61,6 +77,74 @@ return 1
 """
 
 
+# KEYS: active, record, jobs-index, queue, args
+# ARGV: job_id, record-fields JSON, created_at, args JSON, record prefix
+# Returns the job id holding the URL: ours (accepted) or the unfinished job already holding it.
+ACCEPT_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  local status = redis.call('HGET', ARGV[5] .. holder, 'status')
+  if status == 'queued' or status == 'running' then return holder end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+local fields = cjson.decode(ARGV[2])
+local flat = {}
+for k, v in pairs(fields) do
+  table.insert(flat, k)
+  table.insert(flat, v)
+end
+redis.call('HSET', KEYS[2], unpack(flat))
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[4])
+return ARGV[1]
+"""
+
+# KEYS: queue, tries, args.  ARGV: now, lease seconds, how many.
+# Leases due submissions: each is pushed ``lease`` seconds into the future, so a submitter that
+# dies mid-way leaves it to be taken again (and checked against Dagster) once the lease ends.
+LEASE_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {}
+for _, id in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[1] + ARGV[2], id)
+  local tries = redis.call('HINCRBY', KEYS[2], id, 1)
+  table.insert(out, id)
+  table.insert(out, tries)
+  table.insert(out, redis.call('HGET', KEYS[3], id) or '')
+end
+return out
+"""
+
+# KEYS: record, stream, active, queue, args, tries.  ARGV: job_id, fields JSON, ttl, channel,
+#       event JSON.  Ends a job that has no run yet (its submission failed, or it was cancelled
+#       first) only while it is still queued without one: a job that got a run is the mirror's.
+#       The record is sealed (``last_storage_id`` above any real id), so a run that an attempt
+#       still made is not mirrored into a job that has already ended.
+END_BEFORE_RUN_LUA = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued'
+   or redis.call('HEXISTS', KEYS[1], 'run_id') == 1 then
+  return 0
+end
+local fields = cjson.decode(ARGV[2])
+local flat = {'last_storage_id', '9007199254740991'}
+for k, v in pairs(fields) do
+  table.insert(flat, k)
+  table.insert(flat, v)
+end
+redis.call('HSET', KEYS[1], unpack(flat))
+redis.call('XADD', KEYS[2], '0-1', 'data', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class JobKeys:
     prefix: str
@@ -77,6 +161,18 @@ class JobKeys:
     @property
     def jobs(self) -> str:
         return f"{self.prefix}jobs"
+
+    @property
+    def submit_queue(self) -> str:
+        return f"{self.prefix}submit:queue"
+
+    @property
+    def submit_args(self) -> str:
+        return f"{self.prefix}submit:args"
+
+    @property
+    def submit_tries(self) -> str:
+        return f"{self.prefix}submit:tries"
 
     @property
     def mirror_cursor(self) -> str:
@@ -122,8 +218,6 @@ class MirrorJobStore:
               stats: dict[str, float] | None = None) -> None:
         """Apply ``writes`` and move the cursor to ``cursor`` in one MULTI/EXEC; ``stats``
         (lag of the newest event, time of the write) go to ``{p}mirror:stats``."""
-        import json
-
         pipe = self._r.pipeline(transaction=True)
         for w in writes:
             keys = [self.keys.record(w.job_id), self.keys.events(w.job_id),
@@ -156,12 +250,37 @@ class MirrorJobStore:
         return out
 
 
-class ApiJobStore:
-    """The API's side: reads records and streams, creates the initial ``queued`` record."""
+@dataclass(frozen=True)
+class NewJob:
+    """A job to accept: its id (issued by the API), URL, partition and who asked."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    job_id: str
+    url: str
+    partition_key: str
+    source: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class PendingSubmission:
+    job_id: str
+    url: str
+    source: str
+    accepted_at: float
+    tries: int  # including this one: above 1, an earlier attempt may have created the run
+
+
+class ApiJobStore:
+    """The API's side: accepts jobs (record, claim and queued submission), reads records and
+    streams, and keeps the submission queue."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int) -> None:
         self.r = client
         self.keys = JobKeys(prefix)
+        self._ttl = ttl_seconds
+        self._accept = client.register_script(ACCEPT_LUA)
+        self._lease = client.register_script(LEASE_LUA)
+        self._end = client.register_script(END_BEFORE_RUN_LUA)
 
     async def record(self, job_id: str) -> JobRecord | None:
         raw = await self.r.hgetall(self.keys.record(job_id))
@@ -169,37 +288,86 @@ class ApiJobStore:
             return None
         return JobRecord.from_redis({_s(k): _s(v) for k, v in raw.items()})
 
-    async def create_queued(self, record: JobRecord) -> None:
-        """Write the initial record without overwriting what the mirror may already have written."""
-        key = self.keys.record(record.job_id)
+    async def status(self, job_id: str) -> JobStatus | None:
+        raw = await self.r.hget(self.keys.record(job_id), "status")
+        return JobStatus(_s(raw)) if raw is not None else None
+
+    async def accept(self, jobs: list[NewJob]) -> list[str]:
+        """Accept each job, in one round trip; per job, the id of the job that now holds its
+        URL: its own, or the queued or running job that already did (then nothing is written)."""
+        pipe = self.r.pipeline(transaction=False)
+        for job in jobs:
+            fields = record_fields(job_id=job.job_id, status=JobStatus.QUEUED, url=job.url,
+                                   canonical_url=job.url, partition_key=job.partition_key,
+                                   percent=0, attempt=1, created_at=job.created_at,
+                                   updated_at=job.created_at)
+            args = json.dumps({"url": job.url, "source": job.source,
+                               "accepted_at": job.created_at})
+            await self._accept(
+                keys=[self.keys.active(job.partition_key), self.keys.record(job.job_id),
+                      self.keys.jobs, self.keys.submit_queue, self.keys.submit_args],
+                args=[job.job_id, json.dumps(fields), job.created_at, args,
+                      self.keys.record("")], client=pipe)
+        return [_s(holder) for holder in await pipe.execute()]
+
+    async def lease_submissions(self, now: float, lease_seconds: float, count: int
+                                ) -> list[PendingSubmission]:
+        flat: Any = await self._lease(
+            keys=[self.keys.submit_queue, self.keys.submit_tries, self.keys.submit_args],
+            args=[now, lease_seconds, count])
+        out = []
+        for i in range(0, len(flat), 3):
+            job_id, tries, raw = _s(flat[i]), int(flat[i + 1]), _s(flat[i + 2])
+            if not raw:  # accepted by an older version, or half-removed: nothing to submit
+                await self.r.zrem(self.keys.submit_queue, job_id)
+                continue
+            args = json.loads(raw)
+            out.append(PendingSubmission(job_id=job_id, url=args["url"], source=args["source"],
+                                         accepted_at=float(args["accepted_at"]), tries=tries))
+        return out
+
+    async def submitted(self, submissions: dict[str, str]) -> list[str]:
+        """The runs exist (job id → run id): the submissions leave the queue. Returns the jobs
+        that ended before their run was made (cancelled meanwhile): their runs must go."""
+        if not submissions:
+            return []
+        ids = list(submissions)
         pipe = self.r.pipeline(transaction=True)
-        fields = record_fields(**record.model_dump(exclude={"error", "result"}))
-        for field, value in fields.items():
-            pipe.hsetnx(key, field, value)
-        pipe.zadd(self.keys.jobs, {record.job_id: record.created_at or 0}, nx=True)
+        for job_id in ids:
+            pipe.hget(self.keys.record(job_id), "status")
+        for job_id, run_id in submissions.items():
+            pipe.hsetnx(self.keys.record(job_id), "run_id", run_id)
+        pipe.zrem(self.keys.submit_queue, *ids)
+        pipe.hdel(self.keys.submit_args, *ids)
+        pipe.hdel(self.keys.submit_tries, *ids)
+        results = await pipe.execute()
+        return [job_id for job_id, status in zip(ids, results[:len(ids)], strict=True)
+                if status is not None and JobStatus(_s(status)).is_terminal]
+
+    async def retry_submission(self, job_id: str, at: float, message: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zadd(self.keys.submit_queue, {job_id: at}, xx=True)
+        pipe.hset(self.keys.record(job_id), "message", message)
         await pipe.execute()
 
-    async def claim_url(self, partition_key: str, token: str, seconds: int) -> str | None:
-        """Claim the right to submit ``partition_key``; return the current holder if taken."""
-        key = self.keys.active(partition_key)
-        if await self.r.set(key, token, nx=True, ex=seconds):
-            return None
-        holder = await self.r.get(key)
-        return _s(holder) if holder is not None else None
-
-    async def set_active(self, partition_key: str, token: str, job_id: str) -> bool:
-        """Turn our claim into the job id; False if the claim expired and someone else holds it."""
-        done = await self.r.eval(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) "
-            "return 1 end return 0", 1, self.keys.active(partition_key), token, job_id)
+    async def end_before_run(self, job_id: str, status: JobStatus, event: JobEvent,
+                             error: JobError | None = None) -> bool:
+        """End a job that has no run yet: record ``status`` (with ``error``), one terminal
+        event, URL released, submission dropped. False (nothing written) if it has a run."""
+        ts = event.ts
+        fields = record_fields(status=status, finished_at=ts, updated_at=ts, error=error,
+                               message=event.message)
+        record = await self.record(job_id)
+        partition = record.partition_key if record and record.partition_key else "-"
+        done = await self._end(
+            keys=[self.keys.record(job_id), self.keys.events(job_id),
+                  self.keys.active(partition), self.keys.submit_queue, self.keys.submit_args,
+                  self.keys.submit_tries],
+            args=[job_id, json.dumps(fields), self._ttl, self.keys.channel, event.to_json()])
         return bool(done)
 
-    async def release_url(self, partition_key: str, token: str) -> None:
-        key = self.keys.active(partition_key)
-        # Compare-and-delete, so a claim that already moved on is not dropped.
-        await self.r.eval(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
-            "end return 0", 1, key, token)
+    async def queued_submissions(self) -> int:
+        return int(await self.r.zcard(self.keys.submit_queue))
 
     async def job_ids(self, limit: int, before: float | None = None
                       ) -> list[tuple[str, float]]:

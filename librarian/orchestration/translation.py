@@ -27,7 +27,7 @@ from librarian.jobs.events import (
     record_fields,
 )
 from librarian.jobs.store import MirrorWrite
-from librarian.runs import Tag, result_from_metadata
+from librarian.runs import Tag, job_id_of_run, result_from_metadata
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class RunInfo:
     @classmethod
     def from_tags(cls, run_id: str, tags: dict[str, str], url_from_config: str | None) -> RunInfo:
         attempt = int(tags.get(Tag.RETRY_NUMBER, "0")) + 1
-        return cls(run_id=run_id, job_id=tags.get(Tag.ROOT_RUN) or run_id,
+        return cls(run_id=run_id, job_id=job_id_of_run(run_id, tags),
                    url=tags.get(Tag.URL) or url_from_config or "",
                    partition_key=tags.get(Tag.PARTITION), attempt=attempt,
                    will_retry=tags.get(Tag.WILL_RETRY) == "true")

@@ -29,6 +29,20 @@ pytestmark = pytest.mark.e2e
 TERMINAL = {"job_completed", "error", "job_cancelled"}
 
 
+def first_run(instance: Any, job_id: str, timeout: float = 60) -> str:
+    """The id of the job's first run (the API issues job ids; each run carries its job's)."""
+    from dagster import RunsFilter
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(RunsFilter(tags={"librarian/job": job_id}))
+        roots = [r.run_id for r in runs if r.parent_run_id is None]
+        if roots:
+            return str(roots[0])
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never got a run")
+
+
 def read_stream(url: str, timeout: float = 90) -> list[dict[str, Any]]:
     """SSE events (parsed) until the terminal one."""
     events: list[dict[str, Any]] = []
@@ -159,7 +173,7 @@ def test_runs_are_started_by_the_warm_run_pool(
     job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
                                                    "?pool=1"}, timeout=30).json()
     assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
-    tags = instance.get_run_by_id(job["job_id"]).tags
+    tags = instance.get_run_by_id(first_run(instance, job["job_id"])).tags
     assert tags["librarian/launcher"] == "warm" and tags["librarian/worker"]
 
 
@@ -170,16 +184,17 @@ def test_with_the_run_pool_down_runs_still_complete_through_the_stock_launcher(
         job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
                                                        "?pool=down"}, timeout=30).json()
         assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
-        run = instance.get_run_by_id(job["job_id"])
+        run = instance.get_run_by_id(first_run(instance, job["job_id"]))
         assert run.tags["librarian/launcher"] == "default"
         assert any("Warm run pool unavailable" in (e.message or "")
-                   for e in instance.all_logs(job["job_id"]))
+                   for e in instance.all_logs(run.run_id))
     finally:
         stack.start_pool()
     job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
                                                    "?pool=back"}, timeout=30).json()
     assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
-    assert instance.get_run_by_id(job["job_id"]).tags["librarian/launcher"] == "warm"
+    assert instance.get_run_by_id(first_run(instance, job["job_id"])
+                                  ).tags["librarian/launcher"] == "warm"
 
 
 def test_items_embedded_with_another_model_are_embedded_again_on_request(
@@ -241,7 +256,7 @@ def _latest_run_of(instance: Any, job_id: str, after: set[str]) -> str:
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        runs = instance.get_runs(RunsFilter(tags={"dagster/root_run_id": job_id}))
+        runs = instance.get_runs(RunsFilter(tags={"librarian/job": job_id}))
         fresh = [r.run_id for r in runs if r.run_id not in after]
         if fresh:
             return str(fresh[0])
@@ -256,8 +271,9 @@ def test_a_killed_run_worker_is_retried_once_then_reported_failed(
 
     url = page_server.url("/slow") + "?3"
     job = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
-    os.kill(_worker_pid(instance, job["job_id"]), signal.SIGKILL)
-    retry = _latest_run_of(instance, job["job_id"], after={job["job_id"]})
+    run_id = first_run(instance, job["job_id"])
+    os.kill(_worker_pid(instance, run_id), signal.SIGKILL)
+    retry = _latest_run_of(instance, job["job_id"], after={run_id})
     _worker_pid(instance, retry)
     with httpx.stream("GET", job["stream_url"], timeout=60) as live:
         assert live.status_code == 200
@@ -307,7 +323,7 @@ def test_cancelling_a_running_job_ends_its_stream_with_job_cancelled(
         api: str, page_server: PageServer, instance: Any) -> None:
     job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/slow") + "?4"},
                      timeout=30).json()
-    _worker_pid(instance, job["job_id"])  # the run is executing extract
+    _worker_pid(instance, first_run(instance, job["job_id"]))  # the run is executing extract
     response = httpx.post(f"{api}/api/v1/ingest/{job['job_id']}/cancel", timeout=30)
     assert response.status_code == 202, response.text
     events = read_stream(job["stream_url"])

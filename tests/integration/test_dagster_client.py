@@ -10,31 +10,20 @@ daemon can pick them up because no other process uses this database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
-import psycopg2
 import pytest
-import yaml
 
 from librarian.canonical_url import CanonicalURL, canonicalize
 from librarian.errors import OrchestratorUnavailable
 from librarian.runs import Source, partition_key
 from librarian.settings import Settings
 from librarian_api.dagster_client import DagsterSubmitter
-from tests.conftest import ROOT, settings_env
+from tests.integration.conftest import Webserver
 
 # dagster_graphql's client calls gql in a way gql deprecates; pytest turns warnings into errors.
 pytestmark = [
@@ -43,103 +32,7 @@ pytestmark = [
         "ignore:Using variable_values and operation_name:DeprecationWarning"),
 ]
 
-LOCATION_QUERY = """
-{ workspaceOrError { ... on Workspace { locationEntries {
-    name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }
-"""
 INGEST_CONFIG = "ops", "extract", "config", "url"
-
-
-@dataclass
-class Webserver:
-    settings: Settings  # the test settings, pointing at this webserver
-    instance: Any  # dagster.DagsterInstance on the webserver's storage
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-@pytest.fixture(scope="module")
-def webserver(settings: Settings, postgres_base: str, session_id: str,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
-    from dagster import DagsterInstance
-
-    from librarian.cli.local_servers import free_port
-
-    name = f"dagster_client_{session_id}"
-    database_url = f"{postgres_base}/{name}"
-    home = tmp_path_factory.mktemp("dagster_client_home")
-    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    config["storage"]["postgres"]["postgres_url"] = database_url
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    # The code location in-process of a code server the webserver starts itself (the stack's
-    # workspace.yaml points at a separately started code server instead).
-    (home / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"python_module": {
-        "module_name": "librarian_assets.definitions",
-        "location_name": settings.dagster_location}}]}))
-    ours = settings.model_copy(update={"dagster_port": free_port(),
-                                       "dagster_database_url": database_url})
-    env = {**os.environ, **settings_env(ours), "DAGSTER_HOME": str(home),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = home / "webserver.log"
-
-    _admin_sql(postgres_base, f'CREATE DATABASE "{name}"')
-    # Opening the instance creates the schema, before the webserver could race to.
-    instance = DagsterInstance.from_config(str(home))
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-webserver"), "-h", ours.dagster_host,
-             "-p", str(ours.dagster_port), "-w", str(home / "workspace.yaml")],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Webserver(ours, instance, proc, log)
-    try:
-        _wait_until_loaded(server, timeout=90)
-        yield server
-    finally:
-        # The webserver and the code server it started share its process group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        instance.dispose()
-        _admin_sql(postgres_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin_sql(postgres_base: str, statement: str) -> None:
-    conn = psycopg2.connect(postgres_base.replace("postgresql+psycopg2://", "postgresql://")
-                            + "/postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
-
-
-def _wait_until_loaded(server: Webserver, timeout: float) -> None:
-    """Until the webserver answers with the code location loaded; else fail with its log."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            response = httpx.post(server.settings.dagster_graphql_url,
-                                  json={"query": LOCATION_QUERY}, timeout=5)
-            entries = response.json()["data"]["workspaceOrError"]["locationEntries"]
-            entry = next(e for e in entries if e["name"] == server.settings.dagster_location)
-            last = entry
-            if entry["loadStatus"] == "LOADED":
-                if entry["locationOrLoadError"]["__typename"] != "RepositoryLocation":
-                    raise RuntimeError(f"the code location did not load: {entry}")
-                return
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, StopIteration) as exc:
-            last = exc
-        if server.proc.poll() is not None or time.monotonic() > deadline:
-            tail = server.log.read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"dagster-webserver not ready ({last!r}):\n{tail}")
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -230,14 +123,50 @@ def test_submitting_to_a_code_location_dagster_does_not_serve_is_refused_and_que
     assert dagster_instance.get_runs(filters=RunsFilter(tags={"librarian/url": url.url})) == []
 
 
-def test_run_status_is_the_dagster_status_name_of_the_run(
+def test_job_status_is_the_dagster_status_of_the_jobs_first_run(
         submitter: DagsterSubmitter, request: pytest.FixtureRequest) -> None:
-    run_id = submitter.submit(_url(request), Source.API)
-    assert submitter.job_run_status(run_id) == "QUEUED"
+    run_id = submitter.submit(_url(request), Source.API)  # a job without an issued id
+    assert submitter.job_status(run_id) == (run_id, "QUEUED")
+    job_id = str(uuid.uuid4())
+    tagged = submitter.submit(_url(request, "tagged"), Source.API, job_id)
+    assert submitter.job_status(job_id) == (tagged, "QUEUED")
+    # The run id of a job with an issued id is not a job id.
+    assert submitter.job_status(tagged) is None
 
 
-def test_run_status_of_a_run_dagster_does_not_know_is_none(submitter: DagsterSubmitter) -> None:
-    assert submitter.job_run_status(str(uuid.uuid4())) is None
+def test_job_status_of_an_id_dagster_does_not_know_is_none(submitter: DagsterSubmitter) -> None:
+    assert submitter.job_status(str(uuid.uuid4())) is None
+
+
+def test_many_runs_are_submitted_in_one_request_each_tagged_with_its_job(
+        submitter: DagsterSubmitter, dagster_instance: Any,
+        request: pytest.FixtureRequest) -> None:
+    urls = [_url(request, str(i)) for i in range(30)]
+    jobs = [(str(uuid.uuid4()), url, Source.BATCH) for url in urls]
+    outcomes = submitter.submit_many(jobs)
+    assert all(isinstance(o, str) for o in outcomes)
+    for (job_id, url, _), run_id in zip(jobs, outcomes, strict=True):
+        run = dagster_instance.get_run_by_id(run_id)
+        assert run.tags["librarian/job"] == job_id
+        assert run.tags["librarian/url"] == url.url == _config_url(run)
+        assert run.tags["dagster/partition"] == partition_key(url)
+        assert dagster_instance.has_dynamic_partition("urls", partition_key(url))
+    # A submitter that lost the answer finds every run by its job.
+    found = submitter.runs_of_jobs([j for j, _, _ in jobs] + [str(uuid.uuid4())])
+    assert {job: run for job, (run, _status) in found.items()} == {
+        j: r for (j, _, _), r in zip(jobs, outcomes, strict=True)}
+
+
+def test_a_reexecution_keeps_the_job_tag_and_is_not_taken_for_the_jobs_first_run(
+        submitter: DagsterSubmitter, dagster_instance: Any,
+        request: pytest.FixtureRequest) -> None:
+    job_id = str(uuid.uuid4())
+    [run_id] = submitter.submit_many([(job_id, _url(request), Source.API)])
+    assert isinstance(run_id, str)
+    submitter.terminate(run_id)
+    new_id = submitter.reexecute(run_id)
+    assert dagster_instance.get_run_by_id(new_id).tags["librarian/job"] == job_id
+    assert submitter.runs_of_jobs([job_id]) == {job_id: (run_id, "CANCELED")}
 
 
 def test_terminating_a_queued_run_cancels_it(
@@ -246,7 +175,7 @@ def test_terminating_a_queued_run_cancels_it(
     run_id = submitter.submit(_url(request), Source.API)
     submitter.terminate(run_id)
     assert dagster_instance.get_run_by_id(run_id).status.value == "CANCELED"
-    assert submitter.job_run_status(run_id) == "CANCELED"
+    assert submitter.job_status(run_id) == (run_id, "CANCELED")
 
 
 def test_terminating_a_run_that_already_ended_is_refused_with_its_status(
@@ -297,8 +226,8 @@ def test_reexecuting_a_run_cancelled_before_it_started_queues_a_child_run_of_the
     new = dagster_instance.get_run_by_id(new_id)
     assert new_id != run_id
     # A retry's run id is not a job id: the job keeps its first run's id.
-    assert submitter.job_run_status(new_id) is None
-    assert submitter.job_run_status(run_id) == "CANCELED"
+    assert submitter.job_status(new_id) is None
+    assert submitter.job_status(run_id) == (run_id, "CANCELED")
     assert new.job_name == "ingest_url"
     assert new.status.value == "QUEUED"
     assert new.tags["dagster/parent_run_id"] == run_id
@@ -330,7 +259,11 @@ def unreachable(settings: Settings) -> Iterator[DagsterSubmitter]:
 OPERATIONS: dict[str, Callable[[DagsterSubmitter], object]] = {
     "submit": lambda s: s.submit(canonicalize("https://unreachable.example/"), Source.API),
     "add_partition": lambda s: s.add_partition("unreachable.example-0123456789abcdef"),
-    "run_status": lambda s: s.job_run_status(str(uuid.uuid4())),
+    "job_status": lambda s: s.job_status(str(uuid.uuid4())),
+    "submit_many": lambda s: s.submit_many([
+        (str(uuid.uuid4()), canonicalize(f"https://unreachable.example/{i}"), Source.BATCH)
+        for i in range(2)]),
+    "runs_of_jobs": lambda s: s.runs_of_jobs([str(uuid.uuid4())]),
     "terminate": lambda s: s.terminate(str(uuid.uuid4())),
     "reexecute": lambda s: s.reexecute(str(uuid.uuid4())),
     "ping": lambda s: asyncio.run(s.ping()),

@@ -18,7 +18,7 @@ import redis
 
 from librarian.cli.local_servers import free_port
 from librarian.jobs.events import EventType, JobEvent, JobStatus, record_fields
-from librarian.jobs.store import MirrorJobStore, MirrorWrite
+from librarian.jobs.store import JobKeys, MirrorJobStore, MirrorWrite
 from librarian.settings import Settings
 from librarian_api.app import create_app
 from tests.support.servers import api_in_thread, api_process
@@ -97,14 +97,101 @@ def test_a_body_without_url_gets_422(api: str) -> None:
     assert response.json()["error"]["code"] == "invalid_request"
 
 
-def test_submitting_while_dagster_is_down_is_503_and_leaves_no_claim(
-        api: str, sync_redis: redis.Redis, settings: Settings) -> None:
+@pytest.fixture(scope="module")
+def api_short_deadline(settings: Settings) -> Iterator[str]:
+    """An API whose Dagster is down, with a submission deadline and grace of seconds."""
+    with api_in_thread(settings.model_copy(update={
+            "dagster_port": free_port(), "sse_heartbeat_seconds": 1.0,
+            "submit_deadline_seconds": 3.0, "submit_grace_seconds": 2.0})) as base:
+        yield base
+
+
+def test_a_url_submitted_while_dagster_is_down_is_accepted_then_fails_on_its_own_stream(
+        api_short_deadline: str, sync_redis: redis.Redis, settings: Settings) -> None:
+    api = api_short_deadline
     url = f"https://down.example/{uuid.uuid4()}"
+    started = time.monotonic()
     response = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30)
-    assert response.status_code == 503
-    assert response.json()["error"]["code"] == "orchestrator_unavailable"
-    assert int(response.headers["retry-after"]) > 0  # come back later, not at once
+    assert response.status_code == 202, response.text  # a blip must not cost the submission
+    assert time.monotonic() - started < 1.0
+    job = response.json()
+    # Waiting for Dagster, and saying so.
+    deadline = time.monotonic() + 10
+    while "waiting for Dagster" not in (httpx.get(job["status_url"]).json().get("message")
+                                        or ""):
+        assert time.monotonic() < deadline, "the record never said what it waits for"
+        time.sleep(0.1)
+    with httpx.stream("GET", job["stream_url"], timeout=30) as stream:
+        events = _sse(stream.read().decode())
+    data = [json.loads(e["data"]) for e in events if e.get("event") not in (None, "heartbeat")]
+    assert [d["type"] for d in data] == ["error"]  # one terminal event, nothing made up
+    assert data[0]["error"]["code"] == "orchestrator_unavailable"
+    assert data[0]["stage"] == "submit"
+    record = httpx.get(job["status_url"]).json()
+    assert record["status"] == "failed" and record["error"]["stage"] == "submit"
+    # Nothing is left behind: no claim on the URL, nothing in the submission queue.
+    keys = JobKeys(settings.redis_prefix)
     assert not list(sync_redis.scan_iter(match=f"{settings.redis_prefix}active:down.example-*"))
+    assert sync_redis.zscore(keys.submit_queue, job["job_id"]) is None
+    assert not sync_redis.hexists(keys.submit_args, job["job_id"])
+
+
+def test_once_dagster_has_been_down_past_the_grace_submissions_get_503_at_once(
+        api_short_deadline: str) -> None:
+    api = api_short_deadline
+    first = httpx.post(f"{api}/api/v1/ingest", json={"url": f"https://down.example/{uuid.uuid4()}"},
+                       timeout=30)
+    assert first.status_code in (202, 503)
+    deadline = time.monotonic() + 15
+    while True:
+        started = time.monotonic()
+        response = httpx.post(f"{api}/api/v1/ingest",
+                              json={"url": f"https://down.example/{uuid.uuid4()}"}, timeout=30)
+        took = time.monotonic() - started
+        if response.status_code == 503:
+            break
+        assert time.monotonic() < deadline, "submissions were never refused"
+        time.sleep(0.5)
+    assert took < 1.0
+    error = response.json()["error"]
+    assert error["code"] == "orchestrator_unavailable"
+    assert "unreachable" in error["message"]
+    assert int(response.headers["retry-after"]) > 0  # come back later, not at once
+
+
+def test_a_job_cancelled_before_its_run_exists_ends_with_one_cancel_event(
+        api: str, sync_redis: redis.Redis, settings: Settings) -> None:
+    job = httpx.post(f"{api}/api/v1/ingest", json={"url": f"https://down.example/{uuid.uuid4()}"},
+                     timeout=30).json()
+    response = httpx.post(f"{api}/api/v1/ingest/{job['job_id']}/cancel", timeout=30)
+    assert response.status_code == 202 and response.json()["status"] == "cancelled"
+    with httpx.stream("GET", job["stream_url"], timeout=30) as stream:
+        data = [json.loads(e["data"]) for e in _sse(stream.read().decode())
+                if e.get("event") not in (None, "heartbeat")]
+    assert [d["type"] for d in data] == ["job_cancelled"]
+    assert httpx.get(job["status_url"]).json()["status"] == "cancelled"
+    assert sync_redis.zscore(JobKeys(settings.redis_prefix).submit_queue, job["job_id"]) is None
+    again = httpx.post(f"{api}/api/v1/ingest/{job['job_id']}/cancel", timeout=30)
+    assert again.status_code == 409
+
+
+def test_a_batch_of_500_urls_is_answered_at_once_with_every_job_id(api: str) -> None:
+    urls = [f"https://batch.example/{uuid.uuid4()}/{i}" for i in range(500)]
+    urls[7] = "ftp://not-http.example/"
+    urls[9] = urls[8]  # the same URL twice in one batch is one job
+    started = time.monotonic()
+    response = httpx.post(f"{api}/api/v1/ingest/batch", json={"urls": urls}, timeout=30)
+    took = time.monotonic() - started
+    assert response.status_code == 202
+    body = response.json()
+    assert took < 2.0, f"{took:.2f} s"
+    results = body["results"]
+    assert len(results) == 500 and body["accepted"] == 499
+    assert results[7]["error"]["code"] == "invalid_url"
+    assert results[9]["job_id"] == results[8]["job_id"] and results[9]["status_code"] == 200
+    ids = {r["job_id"] for r in results if "job_id" in r}
+    assert len(ids) == 498
+    assert httpx.get(results[0]["status_url"]).json()["status"] == "queued"
 
 
 def test_a_job_id_that_cannot_exist_is_404_for_status_and_stream(api: str) -> None:
