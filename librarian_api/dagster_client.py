@@ -76,6 +76,9 @@ _REFUSALS = frozenset({"RunConfigValidationInvalid", "InvalidSubsetError", "RunC
                        "InvalidOutputError"})
 
 
+PING = "{ runsOrError(limit: 1) { __typename ... on PythonError { message } } }"
+
+
 JOB_RUN = """
 query JobRun($runId: ID!) {
   runOrError(runId: $runId) {
@@ -299,9 +302,16 @@ class DagsterSubmitter:
         return job_id, str(run["status"])
 
     async def ping(self) -> None:
+        """Dagster answers and can read its storage (a webserver whose database is down still
+        answers ``{ version }``, but can launch nothing)."""
         try:
             async with httpx.AsyncClient(timeout=3) as client:
-                response = await client.post(self.graphql_url, json={"query": "{ version }"})
+                response = await client.post(self.graphql_url, json={"query": PING})
                 response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise OrchestratorUnavailable(str(exc)) from exc
+                body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise OrchestratorUnavailable(f"Dagster GraphQL unreachable: {exc}") from exc
+        runs = (body.get("data") or {}).get("runsOrError") or {}
+        if runs.get("__typename") != "Runs":
+            raise OrchestratorUnavailable(
+                f"Dagster cannot read its storage: {runs.get('message') or body}"[:300])

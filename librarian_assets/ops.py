@@ -159,10 +159,22 @@ def load(context: OpExecutionContext, doc: EnrichedDocument, catalog: CatalogRes
         item_id = item_id_for(doc.canonical_url)
         # Order matters: files, then vectors, then the catalog row that points to both, so a
         # failure at any step leaves the catalog without a half-written version.
-        keys = _store_files(objects.store(), item_id, doc)
-        report(30, "files stored")
-        vector_store = vectors.store()
-        report(70, _store_vectors(vector_store, item_id, doc))
+        store = objects.store()
+        prefix = version_prefix(item_id, doc.content_hash)
+        # Files of a version already stored (same content) belong to a recorded version and
+        # stay whatever happens; files this run writes for new content go if a later step
+        # before the catalog fails (a full disk, the vector store away): no orphans.
+        fresh = not store.exists(prefix + "metadata.json")
+        try:
+            keys = _store_files(store, item_id, doc)
+            report(30, "files stored")
+            vector_store = vectors.store()
+            report(70, _store_vectors(vector_store, item_id, doc))
+        except BaseException:
+            if fresh:
+                with contextlib.suppress(StorageError):
+                    store.delete_prefix(prefix)
+            raise
         recorded = catalog.catalog().record_version(_new_version(doc, keys, context.run_id))
         # Only now that the catalog points to this version may older vectors go: a failure
         # before this line leaves the last good version searchable.

@@ -68,9 +68,18 @@ class EventMirror:
 
     def drain(self) -> int:
         """Mirror every event above the cursor that can be applied in order; return how many."""
+        stored = self.store.cursor()
         if not self._cursor_known:
-            self.cursor = self.store.cursor()
+            self.cursor = stored
             self._cursor_known = True
+        elif stored < self.cursor:
+            # Redis lost writes (restarted from an older snapshot, or flushed): what it holds
+            # is consistent up to its own cursor, which moves with the writes. Replay from there
+            # (the replay guard skips what it still has); cached job states may be ahead of it.
+            log.warning("Redis holds the mirror's cursor at %s, behind %s: it lost writes; "
+                        "replaying from there", stored, self.cursor)
+            self.cursor = stored
+            self._states.clear()
         total = 0
         while True:
             entries = self.instance.event_log_storage.get_logs_for_all_runs_by_log_id(

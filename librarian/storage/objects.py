@@ -7,6 +7,7 @@ same version twice is harmless and a failed load leaves nothing the catalog poin
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -49,10 +50,16 @@ class LocalObjectStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Write-then-rename: readers never see half a file.
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except OSError as exc:
+            raise StorageError(f"cannot write {key}: {exc}") from exc
+        try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
         except OSError as exc:
+            # A full disk fails mid-write: the partial temporary file goes too.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise StorageError(f"cannot write {key}: {exc}") from exc
 
     def get(self, key: str) -> bytes:

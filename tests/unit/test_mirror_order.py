@@ -100,3 +100,18 @@ def test_a_restarted_mirror_resumes_from_the_stored_cursor() -> None:
     assert restarted.cursor == 5
     restarted.drain()
     assert store.applied == [1, 2, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("restored", [0, 2])
+def test_a_redis_that_lost_writes_is_replayed_from_its_own_cursor(restored: int) -> None:
+    # Redis killed and started from an older snapshot (or empty): what it holds is consistent
+    # up to the cursor it holds, so the mirror replays from there instead of going on.
+    log, store = Log(), Store()
+    mirror = _mirror(log, store)
+    log.visible.update({1: "a", 2: "b", 3: "c", 4: "d"})
+    mirror.drain()
+    assert store.cursor_value == 4
+    store.cursor_value = restored
+    store.applied.clear()
+    mirror.drain()
+    assert store.applied == list(range(restored + 1, 5)) and store.cursor_value == 4
