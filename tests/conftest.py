@@ -139,20 +139,6 @@ def settings(databases: dict[str, str], redis_url: str, redis_prefix: str,
     )
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as the ``LIBRARIAN_*`` environment a child process reads."""
-    import json
-
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        env[f"LIBRARIAN_{name.upper()}"] = (json.dumps(value) if isinstance(value, (list, dict))
-                                            else str(value))
-    env["LIBRARIAN_S3_SECRET_KEY"] = settings.s3_secret_key.get_secret_value()
-    return env
-
-
 @pytest.fixture(scope="session")
 def dagster_home(settings: Settings, session_dir: Path) -> Iterator[Path]:
     """A Dagster instance on the session's PostgreSQL database, for in-process runs."""

@@ -1,40 +1,26 @@
 """``DagsterSubmitter`` against a real ``dagster-webserver`` (no daemon, so runs stay queued).
 
-The webserver serves the ``librarian_assets`` code location with the test settings, on an
-instance of its own: a PostgreSQL database created for this module and dropped after it, with the
-project's ``dagster.yaml`` (the queued run coordinator, as in every deployment). Without a daemon
-nothing dequeues, so submitted runs stay QUEUED and never fetch anything, and no other test's
-daemon can pick them up because no other process uses this database.
+The webserver (:mod:`tests.support.webserver`) serves the ``librarian_assets`` code location
+with the test settings, on an instance and a database of this module's own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
-import psycopg2
 import pytest
-import yaml
 
 from librarian.canonical_url import CanonicalURL, canonicalize
 from librarian.errors import OrchestratorUnavailable
 from librarian.runs import Source, partition_key
 from librarian.settings import Settings
 from librarian_api.dagster_client import DagsterSubmitter
-from tests.conftest import ROOT, settings_env
+from tests.support.webserver import Webserver, dagster_webserver
 
 # dagster_graphql's client calls gql in a way gql deprecates; pytest turns warnings into errors.
 pytestmark = [
@@ -43,103 +29,15 @@ pytestmark = [
         "ignore:Using variable_values and operation_name:DeprecationWarning"),
 ]
 
-LOCATION_QUERY = """
-{ workspaceOrError { ... on Workspace { locationEntries {
-    name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }
-"""
 INGEST_CONFIG = "ops", "extract", "config", "url"
-
-
-@dataclass
-class Webserver:
-    settings: Settings  # the test settings, pointing at this webserver
-    instance: Any  # dagster.DagsterInstance on the webserver's storage
-    proc: subprocess.Popen[bytes]
-    log: Path
 
 
 @pytest.fixture(scope="module")
 def webserver(settings: Settings, postgres_base: str, session_id: str,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
-    from dagster import DagsterInstance
-
-    from librarian.cli.local_servers import free_port
-
-    name = f"dagster_client_{session_id}"
-    database_url = f"{postgres_base}/{name}"
-    home = tmp_path_factory.mktemp("dagster_client_home")
-    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    config["storage"]["postgres"]["postgres_url"] = database_url
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    # The code location in-process of a code server the webserver starts itself (the stack's
-    # workspace.yaml points at a separately started code server instead).
-    (home / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"python_module": {
-        "module_name": "librarian_assets.definitions",
-        "location_name": settings.dagster_location}}]}))
-    ours = settings.model_copy(update={"dagster_port": free_port(),
-                                       "dagster_database_url": database_url})
-    env = {**os.environ, **settings_env(ours), "DAGSTER_HOME": str(home),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = home / "webserver.log"
-
-    _admin_sql(postgres_base, f'CREATE DATABASE "{name}"')
-    # Opening the instance creates the schema, before the webserver could race to.
-    instance = DagsterInstance.from_config(str(home))
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-webserver"), "-h", ours.dagster_host,
-             "-p", str(ours.dagster_port), "-w", str(home / "workspace.yaml")],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Webserver(ours, instance, proc, log)
-    try:
-        _wait_until_loaded(server, timeout=90)
+    with dagster_webserver(settings, postgres_base, f"dagster_client_{session_id}",
+                           tmp_path_factory.mktemp("dagster_client_home")) as server:
         yield server
-    finally:
-        # The webserver and the code server it started share its process group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        instance.dispose()
-        _admin_sql(postgres_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin_sql(postgres_base: str, statement: str) -> None:
-    conn = psycopg2.connect(postgres_base.replace("postgresql+psycopg2://", "postgresql://")
-                            + "/postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
-
-
-def _wait_until_loaded(server: Webserver, timeout: float) -> None:
-    """Until the webserver answers with the code location loaded; else fail with its log."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            response = httpx.post(server.settings.dagster_graphql_url,
-                                  json={"query": LOCATION_QUERY}, timeout=5)
-            entries = response.json()["data"]["workspaceOrError"]["locationEntries"]
-            entry = next(e for e in entries if e["name"] == server.settings.dagster_location)
-            last = entry
-            if entry["loadStatus"] == "LOADED":
-                if entry["locationOrLoadError"]["__typename"] != "RepositoryLocation":
-                    raise RuntimeError(f"the code location did not load: {entry}")
-                return
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, StopIteration) as exc:
-            last = exc
-        if server.proc.poll() is not None or time.monotonic() > deadline:
-            tail = server.log.read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"dagster-webserver not ready ({last!r}):\n{tail}")
-        time.sleep(0.2)
 
 
 @pytest.fixture
