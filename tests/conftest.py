@@ -46,7 +46,7 @@ def postgres_base(session_dir: Path) -> Iterator[str]:
                               port=_free_port())
     server.start()
     try:
-        yield server.url
+        yield server.admin_url
     finally:
         server.stop()
         shutil.rmtree(server.root, ignore_errors=True)
