@@ -413,7 +413,7 @@ def main() -> None:
         pg = EmbeddedPostgres(work / "pg", free_port())
         pg.start()
         servers.append(pg)
-        pg_base = pg.url
+        pg_base = pg.admin_url  # a superuser: the bench makes and drops databases
     if port_open("127.0.0.1", 6379):
         redis_url = "redis://127.0.0.1:6379/0"
     else:

@@ -2,8 +2,9 @@
 
 Processes build it once (the API at start-up, the code location when it loads its definitions,
 the mirror and the launcher in ``main``, a run worker when it sets up its resources) and hand
-what each part needs down as arguments or resource configuration; nothing deeper reads the
-environment. Every default lives here.
+what each part needs down as arguments; nothing deeper reads the environment. No setting is
+Dagster run config (anyone who may launch a run could change it): the code location's
+resources read these settings themselves. Every default lives here.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from librarian_assets.sensors import build_watchlist_sensor
 
 
 def build_definitions(settings: Settings) -> Definitions:
+    """The code location; ``settings`` configure its sensor. The resources take none: they read
+    the settings of the process that runs them (see :mod:`librarian_assets.resources`)."""
     return Definitions(
         jobs=[ingest_url],
         assets=[library_item],
@@ -26,11 +28,11 @@ def build_definitions(settings: Settings) -> Definitions:
             interval_seconds=settings.watchlist_interval_seconds,
             max_runs_per_tick=settings.watchlist_max_runs_per_tick)],
         resources={
-            "fetcher": FetcherResource.from_settings(settings),
-            "embedder": EmbedderResource.from_settings(settings),
-            "catalog": CatalogResource.from_settings(settings),
-            "objects": ObjectStoreResource.from_settings(settings),
-            "vectors": VectorStoreResource.from_settings(settings),
+            "fetcher": FetcherResource(),
+            "embedder": EmbedderResource(),
+            "catalog": CatalogResource(),
+            "objects": ObjectStoreResource(),
+            "vectors": VectorStoreResource(),
         },
     )
 

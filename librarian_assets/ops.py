@@ -98,7 +98,7 @@ def extract(context: OpExecutionContext, config: ExtractConfig, fetcher: Fetcher
                 previous = None  # nothing stored to reuse
         report(85, f"HTTP {response.status_code}, {response.content_type or 'no type'},"
                    f" {len(response.body):,} bytes; extracting main content")
-        doc = extract_content(response, pdf_max_pages=fetcher.pdf_max_pages)
+        doc = extract_content(response, pdf_max_pages=fetcher.pdf_max_pages())
         # The catalog keys on the canonical URL, whatever spelling was submitted.
         doc.url = canonical.url
         if previous:

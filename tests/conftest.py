@@ -46,7 +46,7 @@ def postgres_base(session_dir: Path) -> Iterator[str]:
                               port=_free_port())
     server.start()
     try:
-        yield server.url
+        yield server.admin_url
     finally:
         server.stop()
         shutil.rmtree(server.root, ignore_errors=True)
@@ -137,20 +137,6 @@ def settings(databases: dict[str, str], redis_url: str, redis_prefix: str,
         watchlist_interval_seconds=1,
         sse_heartbeat_seconds=15,
     )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as the ``LIBRARIAN_*`` environment a child process reads."""
-    import json
-
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        env[f"LIBRARIAN_{name.upper()}"] = (json.dumps(value) if isinstance(value, (list, dict))
-                                            else str(value))
-    env["LIBRARIAN_S3_SECRET_KEY"] = settings.s3_secret_key.get_secret_value()
-    return env
 
 
 @pytest.fixture(scope="session")

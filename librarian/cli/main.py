@@ -110,6 +110,7 @@ class _StopSignals:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from librarian.cli.local_secrets import SECRETS_FILE, LocalSecrets
     from librarian.cli.local_servers import EmbeddedPostgres, EmbeddedRedis
     from librarian.cli.stack import Stack, StackPorts
     from librarian.cli.supervisor import GaveUp, Supervisor
@@ -119,8 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     ports = StackPorts(api=args.api_port or settings.api_port,
                        dagster=args.dagster_port or settings.dagster_port,
                        code_server=args.code_server_port or settings.code_server_port)
-    postgres = EmbeddedPostgres(data_dir / "postgres", args.postgres_port)
-    redis_server = EmbeddedRedis(data_dir / "redis", args.redis_port)
+    # One file of passwords for both servers; the processes get them in their URLs.
+    secrets = LocalSecrets(data_dir / SECRETS_FILE)
+    postgres = EmbeddedPostgres(data_dir / "postgres", args.postgres_port, secrets)
+    redis_server = EmbeddedRedis(data_dir / "redis", args.redis_port, secrets)
     stack = Stack(data_dir, env={}, ports=ports, launcher=settings.run_launcher)
     signals = _StopSignals()
     signals.install()
@@ -132,6 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         redis_server.start()
         for name in ("librarian", "dagster"):
             postgres.create_database(name)
+        # The application role's URLs, never the set-up superuser's.
         stack.env.update({
             "LIBRARIAN_DATABASE_URL": f"{postgres.url}/librarian",
             "LIBRARIAN_DAGSTER_DATABASE_URL": f"{postgres.url}/dagster",

@@ -10,7 +10,7 @@ import pytest
 from librarian.cli.local_servers import free_port
 from librarian.cli.stack import Stack, StackPorts
 from librarian.settings import Settings
-from tests.conftest import settings_env
+from tests.support.environment import settings_env
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import pytest
 from librarian.cli.local_servers import EmbeddedPostgres, free_port
 from librarian.cli.stack import Stack, StackPorts
 from librarian.settings import Settings
-from tests.conftest import settings_env
+from tests.support.environment import settings_env
 from tests.support.faults import TERMINAL, PageSite, follow
 
 pytestmark = pytest.mark.e2e

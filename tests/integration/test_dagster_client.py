@@ -1,10 +1,7 @@
 """``DagsterSubmitter`` against a real ``dagster-webserver`` (no daemon, so runs stay queued).
 
-The webserver serves the ``librarian_assets`` code location with the test settings, on an
-instance of its own: a PostgreSQL database created for this module and dropped after it, with the
-project's ``dagster.yaml`` (the queued run coordinator, as in every deployment). Without a daemon
-nothing dequeues, so submitted runs stay QUEUED and never fetch anything, and no other test's
-daemon can pick them up because no other process uses this database.
+The webserver (:mod:`tests.support.webserver`) serves the ``librarian_assets`` code location
+with the test settings, on an instance and a database of this module's own.
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ from librarian.errors import OrchestratorUnavailable
 from librarian.runs import Source, partition_key
 from librarian.settings import Settings
 from librarian_api.dagster_client import DagsterSubmitter
-from tests.integration.conftest import Webserver
+from tests.support.webserver import Webserver, dagster_webserver
 
 # dagster_graphql's client calls gql in a way gql deprecates; pytest turns warnings into errors.
 pytestmark = [
@@ -33,6 +30,14 @@ pytestmark = [
 ]
 
 INGEST_CONFIG = "ops", "extract", "config", "url"
+
+
+@pytest.fixture(scope="module")
+def webserver(settings: Settings, postgres_base: str, session_id: str,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
+    with dagster_webserver(settings, postgres_base, f"dagster_client_{session_id}",
+                           tmp_path_factory.mktemp("dagster_client_home")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def test_a_mirror_started_while_redis_is_down_waits_then_catches_up(
     is back it writes everything from its cursor."""
     port = free_port()
     server = LocalRedis(tmp_path / "redis", port)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=0.5)  # with its password
     store = MirrorJobStore(client, "resilience:", 60)
     # At least one event in the log for the mirror to carry over.
     instance.report_engine_event("resilience probe", job_name="ingest_url",

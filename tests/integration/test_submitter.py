@@ -18,15 +18,24 @@ from librarian.errors import RunRefused
 from librarian.jobs.events import JobStatus
 from librarian.jobs.store import ApiJobStore, NewJob
 from librarian.runs import Source, partition_key
+from librarian.settings import Settings
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.submitter import LEASE_SECONDS, Submitter
-from tests.integration.conftest import Webserver
+from tests.support.webserver import Webserver, dagster_webserver
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Using a DocumentNode is deprecated:DeprecationWarning"),
     pytest.mark.filterwarnings(
         "ignore:Using variable_values and operation_name:DeprecationWarning"),
 ]
+
+
+@pytest.fixture(scope="module")
+def webserver(settings: Settings, postgres_base: str, session_id: str,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
+    with dagster_webserver(settings, postgres_base, f"submitter_{session_id}",
+                           tmp_path_factory.mktemp("submitter_home")) as server:
+        yield server
 
 
 @pytest.fixture

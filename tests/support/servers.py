@@ -39,7 +39,7 @@ def api_in_thread(settings: Settings) -> Iterator[str]:
 @contextlib.contextmanager
 def api_process(settings: Settings) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A real uvicorn process (signals, several workers), with the settings as environment."""
-    from tests.conftest import settings_env
+    from tests.support.environment import settings_env
 
     port = free_port()
     env = {**os.environ, **settings_env(settings), "LIBRARIAN_DAGSTER_PORT": str(free_port())}

@@ -1,6 +1,5 @@
 """The layout is the architecture: rooms import only downward, Dagster's internals stay in
-``orchestration/``, the README's layout and error tables describe the code as it is, and the
-resources take every value from the settings."""
+``orchestration/``, and the README's layout and error tables describe the code as it is."""
 
 from __future__ import annotations
 
@@ -9,8 +8,6 @@ import re
 from pathlib import Path
 
 from librarian.errors import ErrorCode
-from librarian.settings import Settings
-from librarian_assets.resources import SettingsResource
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("librarian", "librarian_assets", "librarian_api")
@@ -159,11 +156,3 @@ def test_the_readme_error_tables_list_exactly_the_error_codes() -> None:
     assert len(documented) == len(set(documented)), "a code is documented twice"
     assert set(documented) == {code.value for code in ErrorCode}
 
-
-def test_resources_take_every_value_from_the_settings() -> None:
-    resources = SettingsResource.__subclasses__()
-    assert len(resources) == 5
-    for resource in resources:
-        for name, field in resource.model_fields.items():
-            assert name in Settings.model_fields, f"{resource.__name__}.{name}"
-            assert field.is_required(), f"{resource.__name__}.{name} has a default of its own"

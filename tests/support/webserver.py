@@ -1,11 +1,9 @@
-"""Fixtures shared by integration tests: a real ``dagster-webserver`` without a daemon.
+"""A real ``dagster-webserver`` serving the ``librarian_assets`` code location, for tests.
 
-The webserver serves the ``librarian_assets`` code location with the test settings, on an
-instance of its own: a PostgreSQL database created for the module that uses it and dropped
-after it, with the project's ``dagster.yaml`` (the queued run coordinator, as in every
-deployment). Without a daemon nothing dequeues, so submitted runs stay QUEUED and never fetch
-anything, and no other test's daemon can pick them up because no other process uses this
-database.
+It runs on an instance of its own: a PostgreSQL database created for it and dropped after it,
+with the project's ``dagster.yaml`` (the queued run coordinator, as in every deployment). There
+is no daemon, so launched runs stay QUEUED and never fetch anything, and no other test's daemon
+can pick them up because no other process uses that database.
 """
 
 from __future__ import annotations
@@ -23,12 +21,13 @@ from typing import Any
 
 import httpx
 import psycopg2
-import pytest
 import yaml
 
+from librarian.cli.local_servers import free_port
 from librarian.settings import Settings
-from tests.conftest import ROOT, settings_env
+from tests.support.environment import settings_env
 
+ROOT = Path(__file__).resolve().parents[2]
 LOCATION_QUERY = """
 { workspaceOrError { ... on Workspace { locationEntries {
     name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }
@@ -42,17 +41,22 @@ class Webserver:
     proc: subprocess.Popen[bytes]
     log: Path
 
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Raw GraphQL over HTTP, as any client of the webserver may send it."""
+        response = httpx.post(self.settings.dagster_graphql_url,
+                              json={"query": query, "variables": variables or {}}, timeout=30)
+        body: dict[str, Any] = response.json()
+        return body
 
-@pytest.fixture(scope="module")
-def webserver(settings: Settings, postgres_base: str, session_id: str,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
+
+@contextlib.contextmanager
+def dagster_webserver(settings: Settings, postgres_base: str, name: str,
+                      home: Path) -> Iterator[Webserver]:
+    """A webserver on database ``name`` (created here, dropped after) with ``home`` as its
+    ``DAGSTER_HOME``, its code location loaded."""
     from dagster import DagsterInstance
 
-    from librarian.cli.local_servers import free_port
-
-    name = f"dagster_client_{session_id}"
     database_url = f"{postgres_base}/{name}"
-    home = tmp_path_factory.mktemp("dagster_client_home")
     config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     config["storage"]["postgres"]["postgres_url"] = database_url
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -67,7 +71,7 @@ def webserver(settings: Settings, postgres_base: str, session_id: str,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = home / "webserver.log"
 
-    _admin_sql(postgres_base, f'CREATE DATABASE "{name}"')
+    admin_sql(postgres_base, f'CREATE DATABASE "{name}"')
     # Opening the instance creates the schema, before the webserver could race to.
     instance = DagsterInstance.from_config(str(home))
     with log.open("ab") as out:
@@ -90,10 +94,10 @@ def webserver(settings: Settings, postgres_base: str, session_id: str,
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         instance.dispose()
-        _admin_sql(postgres_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_sql(postgres_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _admin_sql(postgres_base: str, statement: str) -> None:
+def admin_sql(postgres_base: str, statement: str) -> None:
     conn = psycopg2.connect(postgres_base.replace("postgresql+psycopg2://", "postgresql://")
                             + "/postgres")
     conn.autocommit = True
@@ -125,5 +129,3 @@ def _wait_until_loaded(server: Webserver, timeout: float) -> None:
             tail = server.log.read_text(errors="replace")[-4000:]
             raise RuntimeError(f"dagster-webserver not ready ({last!r}):\n{tail}")
         time.sleep(0.2)
-
-
