@@ -7,11 +7,12 @@ address is not public before a request is built; and the connection itself is ma
 exactly the address it checked, so a DNS answer that changes in between (rebinding) never
 reaches a private address and no request is ever sent to one.
 
-One total time limit covers the whole fetch: connect, TLS, sending the request, the response
-headers, every redirect hop, the body and robots.txt. Every network operation on a guarded
-connection is given at most what is left of it (:class:`Deadline`), so a server that trickles
-its headers or body a byte at a time cannot stretch a fetch past the limit: each read returns
-early with what came, and the first one that would start past the deadline fails at once.
+One total time limit covers the whole fetch: name lookups, connect, TLS, sending the request,
+the response headers, every redirect hop, the body and robots.txt. Every network operation on a
+guarded connection is given at most what is left of it (:class:`Deadline`), so a server that
+trickles its headers or body a byte at a time cannot stretch a fetch past the limit: each read
+returns early with what came, and the first one that would start past the deadline fails at
+once.
 
 Bodies are decoded here, not by httpx, so the byte cap bounds the *decoded* size while it is
 produced (a gzip or brotli bomb stops at the cap instead of filling memory).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -104,30 +106,6 @@ def is_blocked_address(ip: IPAddress) -> bool:
     return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
 
 
-class AddressGuard:
-    def __init__(self, allow_networks: Iterable[str]) -> None:
-        self._allow = [ipaddress.ip_network(n, strict=False) for n in allow_networks]
-
-    def check(self, address: str, url: str | None = None) -> None:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if any(ip in net for net in self._allow):
-            return
-        if is_blocked_address(ip):
-            raise FetchError(ErrorCode.BLOCKED_ADDRESS,
-                             f"refusing to fetch from non-public address {ip}", url=url)
-
-    def resolve(self, host: str, port: int, url: str | None = None) -> list[str]:
-        """Every address of ``host``, all checked; raises if any is not allowed."""
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise FetchError(ErrorCode.DNS_ERROR, f"cannot resolve {host}: {exc}", url=url) from exc
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        for address in addresses:
-            self.check(address, url)
-        return addresses
-
-
 class Deadline:
     """The one total time limit of a fetch, shared by every network operation it makes."""
 
@@ -165,6 +143,69 @@ def _within_deadline(operation: Callable[[float | None], T], timeout: float | No
         if bounded != timeout:  # the deadline ran out, not the operation's own limit
             deadline.reached = True
         raise
+
+
+def _getaddrinfo(host: str, port: int) -> list[Any]:
+    """``socket.getaddrinfo``, ended by the fetch's deadline: a site's own name server can be as
+    slow as its owner likes. The lookup runs in a daemon thread, left to finish on its own
+    (within the resolver's timeouts) when the deadline comes first."""
+    deadline = _current_deadline.get()
+    if deadline is None or _is_ip_literal(host):  # nothing to wait for
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    left = deadline.bound(None, TimeoutError)
+    answer: list[Any] = []
+    failure: list[Exception] = []
+
+    def lookup() -> None:
+        try:
+            answer.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except Exception as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=lookup, name="librarian-dns", daemon=True)
+    thread.start()
+    thread.join(left)
+    if thread.is_alive():
+        deadline.reached = True
+        raise TimeoutError(f"no answer for {host}")
+    if failure:
+        raise failure[0]
+    return answer
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class AddressGuard:
+    def __init__(self, allow_networks: Iterable[str]) -> None:
+        self._allow = [ipaddress.ip_network(n, strict=False) for n in allow_networks]
+
+    def check(self, address: str, url: str | None = None) -> None:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if any(ip in net for net in self._allow):
+            return
+        if is_blocked_address(ip):
+            raise FetchError(ErrorCode.BLOCKED_ADDRESS,
+                             f"refusing to fetch from non-public address {ip}", url=url)
+
+    def resolve(self, host: str, port: int, url: str | None = None) -> list[str]:
+        """Every address of ``host``, all checked; raises if any is not allowed."""
+        try:
+            infos = _getaddrinfo(host, port)
+        except TimeoutError as exc:
+            raise FetchError(ErrorCode.TIMEOUT, f"total time limit reached looking up {host}",
+                             url=url, transient=True) from exc
+        except (socket.gaierror, UnicodeError) as exc:
+            raise FetchError(ErrorCode.DNS_ERROR, f"cannot resolve {host}: {exc}", url=url) from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in addresses:
+            self.check(address, url)
+        return addresses
 
 
 class DeadlineStream(httpcore.NetworkStream):
@@ -390,7 +431,8 @@ class Fetcher:
         except httpx.ConnectError as exc:
             cause = exc.__context__ or exc.__cause__
             if isinstance(cause, FetchError):  # refused by the guarded backend
-                raise FetchError(cause.code, cause.message, url=url) from exc
+                raise FetchError(cause.code, cause.message, url=url,
+                                 transient=cause.transient) from exc
             raise FetchError(ErrorCode.CONNECT_ERROR, f"cannot connect: {exc}", url=url) from exc
         except httpx.HTTPError as exc:
             raise FetchError(ErrorCode.HTTP_ERROR, f"request failed: {exc}", url=url) from exc
