@@ -27,6 +27,7 @@ from librarian_api.errors import (
     redis_error_handler,
 )
 from librarian_api.fanout import EventHub
+from librarian_api.request_id import middleware as request_id_middleware
 from librarian_api.state import AppState
 from librarian_api.submitter import Submitter
 
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        # Pure ASGI (not BaseHTTPMiddleware): streamed responses pass through untouched.
+        middleware=[request_id_middleware()],
         exception_handlers={LibrarianError: librarian_error_handler,
                             RedisError: redis_error_handler,
                             OperationalError: database_error_handler,

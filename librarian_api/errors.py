@@ -1,16 +1,27 @@
 """API errors as JSON, and the one place that maps error codes to HTTP statuses.
 
-Every error body has one shape, ``{"error": {"code", "message", "stage"?}}``, whatever raised it:
-an :class:`ApiError` from a handler, a pipeline error (:class:`~librarian.errors.LibrarianError`)
-such as an invalid URL, Redis or the catalog being down, or anything unexpected.
+Every error body has one shape, ``{"error": {"code", "message", "stage"?, "request_id"}}``,
+whatever raised it: an :class:`ApiError` from a handler, a pipeline error
+(:class:`~librarian.errors.LibrarianError`) such as an invalid URL, Redis or the catalog being
+down, or anything unexpected.
+
+Messages say what failed, not how: a :class:`~librarian.errors.LibrarianError` carries a message
+written for people and is answered with it, but the text of any other exception (a driver's
+error with hosts, ports and SQL, a traceback's paths) goes only to the log, in a line that names
+the request id the client was given.
 """
 
 from __future__ import annotations
+
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from librarian.errors import ErrorCode, LibrarianError
+from librarian_api.request_id import HEADER, current_request_id
+
+log = logging.getLogger("librarian.api.errors")
 
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_URL: 422,
@@ -61,35 +72,61 @@ class ApiError(LibrarianError):
         return http_status(self.code)
 
 
-def error_body(code: ErrorCode, message: str, stage: str | None = None) -> dict[str, object]:
+def error_body(code: ErrorCode, message: str, stage: str | None = None,
+               request_id: str | None = None) -> dict[str, object]:
     error: dict[str, object] = {"code": code.value, "message": message}
     if stage:
         error["stage"] = stage
+    error["request_id"] = request_id or current_request_id()
     return {"error": error}
 
 
-def error_response(exc: LibrarianError) -> JSONResponse:
+def error_response(exc: LibrarianError, request_id: str | None = None) -> JSONResponse:
     # An ApiError is the request's own fault: its stage says nothing the status does not.
     stage = None if isinstance(exc, ApiError) else exc.stage
     status = http_status(exc.code)
-    return JSONResponse(error_body(exc.code, exc.message, stage), status_code=status,
+    return JSONResponse(error_body(exc.code, exc.message, stage, request_id), status_code=status,
                         headers=retry_headers(status))
 
 
-async def librarian_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+def log_failure(request: Request, what: str, exc: BaseException, *, request_id: str,
+                level: int = logging.WARNING, traceback: bool = False) -> None:
+    """The details a client is not shown, under the request id it was given."""
+    log.log(level, "request %s: %s %s: %s: %s: %s", request_id, request.method, request.url.path,
+            what, type(exc).__name__, exc, exc_info=exc if traceback else None,
+            extra={"request_id": request_id})
+
+
+async def librarian_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LibrarianError)
-    return error_response(exc)
+    request_id = current_request_id()
+    if http_status(exc.code) >= 500:  # something on our side is away: worth a log line
+        log_failure(request, exc.code.value, exc, request_id=request_id)
+    return error_response(exc, request_id)
 
 
-async def redis_error_handler(_request: Request, exc: Exception) -> JSONResponse:
-    return error_response(ApiError(ErrorCode.REDIS_UNAVAILABLE, f"job store unavailable: {exc}"))
+async def redis_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    request_id = current_request_id()
+    message = "the job store (Redis) is unavailable"
+    log_failure(request, message, exc, request_id=request_id)
+    return error_response(ApiError(ErrorCode.REDIS_UNAVAILABLE, message), request_id)
 
 
-async def database_error_handler(_request: Request, exc: Exception) -> JSONResponse:
-    return error_response(ApiError(ErrorCode.CATALOG_UNAVAILABLE,
-                                   f"catalog unavailable: {exc}"[:500]))
+async def database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    request_id = current_request_id()
+    message = "the catalog database is unavailable"
+    log_failure(request, message, exc, request_id=request_id)
+    return error_response(ApiError(ErrorCode.CATALOG_UNAVAILABLE, message), request_id)
 
 
-async def internal_error_handler(_request: Request, exc: Exception) -> JSONResponse:
-    return error_response(ApiError(ErrorCode.INTERNAL_ERROR,
-                                   f"{type(exc).__name__}: {exc}"[:500]))
+async def internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    request_id = current_request_id()
+    log_failure(request, "unexpected error", exc, request_id=request_id, level=logging.ERROR,
+                traceback=True)
+    response = error_response(ApiError(
+        ErrorCode.INTERNAL_ERROR, "an unexpected error occurred; the server's log has the details"
+                                  " under this request id"), request_id)
+    # Starlette runs this handler outside every middleware (it is its outermost layer), so the
+    # request-id middleware never sees this response: the header is set here.
+    response.headers[HEADER] = request_id
+    return response

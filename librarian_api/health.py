@@ -1,5 +1,9 @@
 """``GET /api/v1/health``: Redis, the catalog and Dagster, each checked with a short timeout;
-the event mirror and the embedding service reported."""
+the event mirror and the embedding service reported.
+
+A check that fails is reported in plain words (what is down, and whether it refused or did not
+answer); the exception itself, with its hosts and ports, goes to the log under the request id.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,21 @@ from starlette.responses import JSONResponse
 
 from librarian.cli.supervisor import read_restarts
 from librarian.embedding.client import EmbeddingClient
+from librarian_api.errors import log_failure
+from librarian_api.request_id import current_request_id
 from librarian_api.state import app_state
 
 TIMEOUT = 3.0
+CHECKED = {"redis": "the job store (Redis)", "catalog": "the catalog database",
+           "dagster": "Dagster"}
+
+
+def plain_reason(name: str, result: object) -> str:
+    if not isinstance(result, BaseException):
+        return "ok"
+    if isinstance(result, TimeoutError):
+        return f"down: {CHECKED[name]} did not answer within {TIMEOUT:g} s"
+    return f"down: {CHECKED[name]} is unavailable"
 
 
 async def health(request: Request) -> JSONResponse:
@@ -32,10 +48,13 @@ async def health(request: Request) -> JSONResponse:
         "redis": redis_check, "catalog": catalog_check, "dagster": state.dagster.ping}
     results = await asyncio.gather(*(asyncio.wait_for(check(), TIMEOUT)
                                      for check in checks.values()), return_exceptions=True)
-    report = {name: ("ok" if not isinstance(result, BaseException)
-                     else f"down: {type(result).__name__}: {result}"[:300])
+    report = {name: plain_reason(name, result)
               for name, result in zip(checks, results, strict=True)}
     down = [name for name, value in report.items() if value != "ok"]
+    request_id = current_request_id()
+    for name, result in zip(checks, results, strict=True):
+        if isinstance(result, BaseException):
+            log_failure(request, f"health: {name} is down", result, request_id=request_id)
     mirror: dict[str, float] = {}
     if "redis" not in down:
         raw: Any = await state.jobs.r.hgetall(state.jobs.keys.mirror_stats)
@@ -50,6 +69,8 @@ async def health(request: Request) -> JSONResponse:
     # process come from ``librarian run``'s supervisor (absent when something else runs us).
     body: dict[str, Any] = {"status": "ok" if not down else "unavailable", "down": down,
                             "checks": report, "mirror": mirror, "embedding_service": embedding}
+    if down:
+        body["request_id"] = request_id  # the log has why, under this id
     restarts = await run_in_threadpool(read_restarts, state.settings.data_dir)  # file I/O
     if restarts is not None:
         body["restarts"] = restarts

@@ -14,7 +14,7 @@ from librarian.canonical_url import canonicalize
 from librarian.errors import ErrorCode, StorageError
 from librarian.runs import Source
 from librarian.storage.objects import item_prefix
-from librarian_api.errors import ApiError, retry_headers
+from librarian_api.errors import ApiError, error_body, retry_headers
 from librarian_api.params import item_or_404, parse_filters, parse_limit
 from librarian_api.state import app_state
 from librarian_api.submissions import (
@@ -125,9 +125,8 @@ async def reembed(request: Request) -> JSONResponse:
     body: dict[str, Any] = {"model": model, "stale": stale, "accepted": accepted,
                             "remaining": stale - accepted, "results": results}
     if stale and not accepted:
-        body["error"] = {"code": ErrorCode.SUBMIT_FAILED.value,
-                         "message": f"none of {len(urls)} refresh runs could be submitted; "
-                                    "each result says why"}
+        body.update(error_body(ErrorCode.SUBMIT_FAILED, f"none of {len(urls)} refresh runs"
+                               " could be submitted; each result says why"))
         return JSONResponse(body, status_code=503, headers=retry_headers(503))
     return JSONResponse(body, status_code=202)
 

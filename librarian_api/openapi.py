@@ -119,9 +119,11 @@ def build(routes: list[Any]) -> dict[str, Any]:
                  "description": "Turn URLs into a searchable knowledge library."},
         "paths": paths,
         "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {
-            "type": "object", "required": ["code", "message"], "properties": {
+            "type": "object", "required": ["code", "message", "request_id"], "properties": {
                 "code": {"type": "string"}, "message": {"type": "string"},
-                "stage": {"type": "string"}}}}}}},
+                "stage": {"type": "string"},
+                # Also in the X-Request-ID header; the server's log names it with the details.
+                "request_id": {"type": "string"}}}}}}},
     }
 
 

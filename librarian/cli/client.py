@@ -1,5 +1,9 @@
 """The ``librarian`` commands that talk to a running API: ingest, status, jobs, retry, cancel,
-search, and the watchlist. Human output by default; ``--json`` prints the API's JSON."""
+search, and the watchlist. Human output by default; ``--json`` prints the API's JSON.
+
+Titles, URLs, messages and snippets come from fetched pages: every human line goes out through
+:func:`~librarian.cli.printable.printable` (``--json`` is escaped by JSON itself).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from librarian.canonical_url import canonicalize
+from librarian.cli.printable import printable
 from librarian.errors import InvalidURL
 from librarian.jobs.events import TERMINAL_EVENTS
 
@@ -30,12 +35,13 @@ class ApiClient:
         try:
             response = self.http.request(method, "/api/v1" + path, **kwargs)
         except httpx.HTTPError as exc:
-            raise SystemExit(f"cannot reach the Librarian API at {self.base}: {exc}") from exc
+            raise SystemExit(printable(f"cannot reach the Librarian API at {self.base}: {exc}")
+                             ) from exc
         body = response.json() if response.content else {}
         if response.status_code >= 400:
             error = body.get("error", {})
-            raise SystemExit(f"error {response.status_code}: {error.get('code')}: "
-                             f"{error.get('message')}")
+            raise SystemExit(printable(f"error {response.status_code}: {error.get('code')}: "
+                                       f"{error.get('message')}"))
         return body
 
 
@@ -44,11 +50,12 @@ def follow(client: ApiClient, jobs: list[dict[str, Any]]) -> list[dict[str, Any]
     from rich.progress import BarColumn, Progress, TextColumn
 
     finals: list[dict[str, Any]] = [{} for _ in jobs]
-    with Progress(TextColumn("{task.description}", style="bold"), BarColumn(),
-                  TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[status]}")
-                  ) as progress:
+    # markup=False: a page's "[link=…]" in a URL or message is text, not Rich markup.
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[status]}", markup=False)) as progress:
         def watch(index: int, job: dict[str, Any]) -> None:
-            task = progress.add_task(job["url"][-50:], total=100, status="queued")
+            task = progress.add_task(printable(job["url"])[-50:], total=100, status="queued")
             with connect_sse(client.http, "GET", job["stream_url"], timeout=None) as source:
                 for sse in source.iter_sse():
                     if sse.event == "heartbeat":
@@ -58,8 +65,8 @@ def follow(client: ApiClient, jobs: list[dict[str, Any]]) -> list[dict[str, Any]
                     if event.get("job_percent") is not None:  # the whole job's, on the event
                         progress.update(task, completed=event["job_percent"])
                     if event.get("message") or stage:
-                        progress.update(task, status=f"{stage or ''} {event.get('message', '')}"
-                                        .strip()[:60])
+                        status = printable(f"{stage or ''} {event.get('message', '')}")
+                        progress.update(task, status=status.strip()[:60])
                     if sse.event in TERMINAL:
                         finals[index] = event
                         progress.update(task, completed=100 if sse.event == "job_completed"
@@ -84,10 +91,11 @@ def cmd_ingest(client: ApiClient, args: argparse.Namespace) -> int:
         print(json.dumps(body, indent=2))
         return 1 if failed else 0
     for r in failed:
-        print(f"✗ {r['url']}: {r['error']['code']}: {r['error']['message']}", file=sys.stderr)
+        print(printable(f"✗ {r['url']}: {r['error']['code']}: {r['error']['message']}"),
+              file=sys.stderr)
     if not args.follow:
         for job in jobs:
-            print(f"{job['job_id']}  {job['status']:9}  {job['url']}")
+            print(printable(f"{job['job_id']}  {job['status']:9}  {job['url']}"))
         return 1 if failed else 0
     finals = follow(client, jobs)
     for job, final in zip(jobs, finals, strict=True):
@@ -99,7 +107,7 @@ def cmd_ingest(client: ApiClient, args: argparse.Namespace) -> int:
             line = f"✗ {job['url']}: {error.get('code', final.get('type'))}: " \
                    f"{error.get('message', '')}"
             failed.append(job)
-        print(json.dumps(final) if args.json else line)
+        print(json.dumps(final) if args.json else printable(line))
     return 1 if failed else 0
 
 
@@ -108,14 +116,14 @@ def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record, indent=2))
     else:
-        print(f"{record['job_id']}  {record['status']}  {record.get('percent', 0)}%  "
-              f"{record.get('stage') or ''}  {record.get('url')}")
+        print(printable(f"{record['job_id']}  {record['status']}  {record.get('percent', 0)}%  "
+                        f"{record.get('stage') or ''}  {record.get('url')}"))
         if record.get("error"):
             e = record["error"]
-            print(f"  error: {e['code']} in {e['stage']}: {e['message']}")
+            print(printable(f"  error: {e['code']} in {e['stage']}: {e['message']}"))
         if record.get("result"):
             r = record["result"]
-            print(f"  item {r['item_id']}: {r.get('title')} (tier {r.get('tier')})")
+            print(printable(f"  item {r['item_id']}: {r.get('title')} (tier {r.get('tier')})"))
     return 1 if record["status"] == "failed" else 0
 
 
@@ -129,13 +137,13 @@ def cmd_jobs(client: ApiClient, args: argparse.Namespace) -> int:
         return 0
     for job in body["jobs"]:
         code = (job.get("error") or {}).get("code", "")
-        print(f"{job['job_id']}  {job['status']:9}  {code:16}  {job.get('url', '')}")
+        print(printable(f"{job['job_id']}  {job['status']:9}  {code:16}  {job.get('url', '')}"))
     return 0
 
 
 def cmd_control(client: ApiClient, args: argparse.Namespace) -> int:
     body = client.call("POST", f"/ingest/{args.job}/{args.command}")
-    print(json.dumps(body, indent=2) if args.json else f"{args.job}: {body['status']}")
+    print(json.dumps(body, indent=2) if args.json else printable(f"{args.job}: {body['status']}"))
     return 0
 
 
@@ -147,9 +155,10 @@ def cmd_search(client: ApiClient, args: argparse.Namespace) -> int:
     import re
 
     for rank, result in enumerate(body["results"], 1):
-        print(f"{rank:2}. {result.get('title')}  [tier {result.get('tier')}]  {result['url']}")
+        print(printable(f"{rank:2}. {result.get('title')}  [tier {result.get('tier')}]  "
+                        f"{result['url']}"))
         for passage in result["passages"][:1]:
-            text = re.sub(r"</?mark>", "*", passage["highlight"])
+            text = printable(re.sub(r"</?mark>", "*", passage["highlight"]))
             print(f"    {' '.join(text.split())[:200]}")
     return 0
 
@@ -159,9 +168,9 @@ def cmd_reembed(client: ApiClient, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(body, indent=2))
     else:
-        print(f"{body['stale']} item(s) embedded with another model than {body['model']}; "
-              f"{body['accepted']} refresh run(s) submitted, {body['remaining']} left for the "
-              "next call")
+        print(printable(f"{body['stale']} item(s) embedded with another model than "
+                        f"{body['model']}; {body['accepted']} refresh run(s) submitted, "
+                        f"{body['remaining']} left for the next call"))
     return 0 if body["remaining"] == 0 or body["accepted"] else 1
 
 
@@ -172,22 +181,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
     lines = path.read_text().splitlines() if path.exists() else []
     urls = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     if args.action == "list":
-        print(json.dumps(urls) if args.json else "\n".join(urls))
+        print(json.dumps(urls) if args.json else "\n".join(printable(u) for u in urls))
         return 0
     try:
         wanted = [canonicalize(u).url for u in args.urls]
     except InvalidURL as exc:
-        raise SystemExit(f"{exc.url}: {exc.message}") from exc
+        raise SystemExit(printable(f"{exc.url}: {exc.message}")) from exc
     if args.action == "add":
         new = [u for u in wanted if u not in urls]
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as fh:  # append: the sensor picks up appended lines in order
             fh.writelines(u + "\n" for u in new)
-        print(f"added {len(new)} URL(s) to {path}")
+        print(printable(f"added {len(new)} URL(s) to {path}"))
     else:
         kept = [line for line in lines if line.strip() not in wanted]
         path.write_text("".join(line + "\n" for line in kept))
-        print(f"removed {len(lines) - len(kept)} URL(s) from {path}")
+        print(printable(f"removed {len(lines) - len(kept)} URL(s) from {path}"))
     return 0
 
 

@@ -112,6 +112,7 @@ class _StopSignals:
 def cmd_run(args: argparse.Namespace) -> int:
     from librarian.cli.local_secrets import SECRETS_FILE, LocalSecrets
     from librarian.cli.local_servers import EmbeddedPostgres, EmbeddedRedis
+    from librarian.cli.printable import printable
     from librarian.cli.stack import Stack, StackPorts
     from librarian.cli.supervisor import GaveUp, Supervisor
 
@@ -159,7 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             try:
                 supervisor.check()
             except GaveUp as exc:
-                print(f"{exc.message}; stopping. Last lines:\n{stack.log_tail(exc.name)}",
+                # The log may quote what pages said (titles, URLs): printed made safe.
+                print(printable(f"{exc.message}; stopping. Last lines:\n"
+                                f"{stack.log_tail(exc.name)}", multiline=True),
                       file=sys.stderr, flush=True)
                 return 1
     except KeyboardInterrupt:

@@ -7,9 +7,15 @@ address is not public before a request is built; and the connection itself is ma
 exactly the address it checked, so a DNS answer that changes in between (rebinding) never
 reaches a private address and no request is ever sent to one.
 
+One total time limit covers the whole fetch: name lookups, connect, TLS, sending the request,
+the response headers, every redirect hop, the body and robots.txt. Every network operation on a
+guarded connection is given at most what is left of it (:class:`Deadline`), so a server that
+trickles its headers or body a byte at a time cannot stretch a fetch past the limit: each read
+returns early with what came, and the first one that would start past the deadline fails at
+once.
+
 Bodies are decoded here, not by httpx, so the byte cap bounds the *decoded* size while it is
-produced (a gzip or brotli bomb stops at the cap instead of filling memory), and a watchdog
-closes the response when the total time runs out even if the server keeps trickling bytes.
+produced (a gzip or brotli bomb stops at the cap instead of filling memory).
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from urllib import robotparser
 from urllib.parse import urljoin, urlsplit
 
@@ -35,6 +43,7 @@ from librarian.settings import Settings
 
 Progress = Callable[[int, str], None]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+T = TypeVar("T")
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
@@ -97,6 +106,81 @@ def is_blocked_address(ip: IPAddress) -> bool:
     return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
 
 
+class Deadline:
+    """The one total time limit of a fetch, shared by every network operation it makes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.reached = False
+
+    def passed(self) -> bool:
+        return self.reached or time.monotonic() >= self.at
+
+    def bound(self, timeout: float | None, error: type[Exception]) -> float | None:
+        """``timeout`` cut to what is left; ``error`` at once when nothing is."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            self.reached = True
+            raise error("total time limit reached")
+        return left if timeout is None else min(timeout, left)
+
+
+# The deadline of the fetch running in this thread (or task). A pooled connection may outlive
+# the fetch that opened it, so each operation looks up the deadline of the fetch using it now.
+_current_deadline: ContextVar[Deadline | None] = ContextVar("librarian_fetch_deadline",
+                                                            default=None)
+
+
+def _within_deadline(operation: Callable[[float | None], T], timeout: float | None,
+                     error: type[Exception]) -> T:
+    deadline = _current_deadline.get()
+    if deadline is None:
+        return operation(timeout)
+    bounded = deadline.bound(timeout, error)
+    try:
+        return operation(bounded)
+    except httpcore.TimeoutException:
+        if bounded != timeout:  # the deadline ran out, not the operation's own limit
+            deadline.reached = True
+        raise
+
+
+def _getaddrinfo(host: str, port: int) -> list[Any]:
+    """``socket.getaddrinfo``, ended by the fetch's deadline: a site's own name server can be as
+    slow as its owner likes. The lookup runs in a daemon thread, left to finish on its own
+    (within the resolver's timeouts) when the deadline comes first."""
+    deadline = _current_deadline.get()
+    if deadline is None or _is_ip_literal(host):  # nothing to wait for
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    left = deadline.bound(None, TimeoutError)
+    answer: list[Any] = []
+    failure: list[Exception] = []
+
+    def lookup() -> None:
+        try:
+            answer.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except Exception as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=lookup, name="librarian-dns", daemon=True)
+    thread.start()
+    thread.join(left)
+    if thread.is_alive():
+        deadline.reached = True
+        raise TimeoutError(f"no answer for {host}")
+    if failure:
+        raise failure[0]
+    return answer
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class AddressGuard:
     def __init__(self, allow_networks: Iterable[str]) -> None:
         self._allow = [ipaddress.ip_network(n, strict=False) for n in allow_networks]
@@ -112,7 +196,10 @@ class AddressGuard:
     def resolve(self, host: str, port: int, url: str | None = None) -> list[str]:
         """Every address of ``host``, all checked; raises if any is not allowed."""
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = _getaddrinfo(host, port)
+        except TimeoutError as exc:
+            raise FetchError(ErrorCode.TIMEOUT, f"total time limit reached looking up {host}",
+                             url=url, transient=True) from exc
         except (socket.gaierror, UnicodeError) as exc:
             raise FetchError(ErrorCode.DNS_ERROR, f"cannot resolve {host}: {exc}", url=url) from exc
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -121,8 +208,39 @@ class AddressGuard:
         return addresses
 
 
+class DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake ends by the fetch's deadline.
+
+    httpcore gives each socket operation its own timeout, which a server resets with every byte
+    it sends; cutting each timeout to what is left of the total makes the total hold anyway.
+    """
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return _within_deadline(lambda t: self._stream.read(max_bytes, t), timeout,
+                                httpcore.ReadTimeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        _within_deadline(lambda t: self._stream.write(buffer, t), timeout, httpcore.WriteTimeout)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return DeadlineStream(_within_deadline(
+            lambda t: self._stream.start_tls(ssl_context, server_hostname, t), timeout,
+            httpcore.ConnectTimeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
 class GuardedBackend(httpcore.SyncBackend):
-    """Connects only to addresses the guard has just approved (no rebinding window)."""
+    """Connects only to addresses the guard has just approved (no rebinding window), within the
+    fetch's deadline."""
 
     def __init__(self, guard: AddressGuard) -> None:
         self.guard = guard
@@ -132,10 +250,10 @@ class GuardedBackend(httpcore.SyncBackend):
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
         last: Exception | None = None
         for address in self.guard.resolve(host, port):
+            connect = partial(super().connect_tcp, address, port, local_address=local_address,
+                              socket_options=socket_options)
             try:
-                return super().connect_tcp(address, port, timeout=timeout,
-                                           local_address=local_address,
-                                           socket_options=socket_options)
+                return DeadlineStream(_within_deadline(connect, timeout, httpcore.ConnectTimeout))
             except httpcore.ConnectError as exc:
                 last = exc
         raise last or httpcore.ConnectError(f"no address for {host}")
@@ -214,9 +332,19 @@ class Fetcher:
 
     def fetch(self, url: str, progress: Progress | None = None, *, etag: str | None = None,
               last_modified: str | None = None) -> FetchedResponse:
-        """GET ``url``; with validators, a 304 comes back as ``not_modified`` with no body."""
-        started = time.monotonic()
-        deadline = started + self.limits.total_timeout
+        """GET ``url``; with validators, a 304 comes back as ``not_modified`` with no body.
+
+        Everything, robots.txt and every redirect included, ends within the total time limit.
+        """
+        deadline = Deadline(self.limits.total_timeout)
+        token = _current_deadline.set(deadline)
+        try:
+            return self._fetch(url, progress, deadline, etag, last_modified)
+        finally:
+            _current_deadline.reset(token)
+
+    def _fetch(self, url: str, progress: Progress | None, deadline: Deadline,
+               etag: str | None, last_modified: str | None) -> FetchedResponse:
         redirects: list[str] = []
         current = url
         conditional = {k: v for k, v in (("If-None-Match", etag),
@@ -261,7 +389,7 @@ class Fetcher:
             raise FetchError(ErrorCode.INVALID_URL, exc.message, url=url) from exc
         self.guard.resolve(canonical.host, urlsplit(canonical.url).port or 443, url)
 
-    def _check_robots(self, url: str, deadline: float) -> None:
+    def _check_robots(self, url: str, deadline: Deadline) -> None:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         parser = self._robots.get(origin)
@@ -275,14 +403,18 @@ class Fetcher:
                 finally:
                     response.close()
                 parser.parse(text.decode("utf-8", "replace").splitlines())
-            except FetchError:
+            except FetchError as exc:
+                if exc.code == ErrorCode.TIMEOUT and deadline.passed():
+                    # Not "no robots.txt": the fetch as a whole is out of time.
+                    raise FetchError(ErrorCode.TIMEOUT, "total time limit reached while reading"
+                                     " robots.txt", url=url, transient=True) from exc
                 parser.parse([])  # no readable robots.txt: everything is allowed
             self._robots[origin] = parser
         if not parser.can_fetch(self.limits.user_agent, url):
             raise FetchError(ErrorCode.BLOCKED_BY_ROBOTS, "robots.txt disallows this URL", url=url)
 
-    def _open(self, url: str, deadline: float, headers: dict[str, str]) -> httpx.Response:
-        if time.monotonic() > deadline:
+    def _open(self, url: str, deadline: Deadline, headers: dict[str, str]) -> httpx.Response:
+        if deadline.passed():
             raise FetchError(ErrorCode.TIMEOUT, "total time limit reached", url=url, transient=True)
         request = self._client.build_request("GET", url, headers=headers)
         try:
@@ -290,17 +422,22 @@ class Fetcher:
         except FetchError:
             raise
         except httpx.TimeoutException as exc:
-            raise FetchError(ErrorCode.TIMEOUT, f"timed out connecting: {exc}", url=url,
+            if deadline.passed():
+                raise FetchError(ErrorCode.TIMEOUT, "total time limit reached before the response"
+                                 " headers arrived", url=url, transient=True) from exc
+            doing = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting"
+            raise FetchError(ErrorCode.TIMEOUT, f"timed out {doing}: {exc}", url=url,
                              transient=True) from exc
         except httpx.ConnectError as exc:
             cause = exc.__context__ or exc.__cause__
             if isinstance(cause, FetchError):  # refused by the guarded backend
-                raise FetchError(cause.code, cause.message, url=url) from exc
+                raise FetchError(cause.code, cause.message, url=url,
+                                 transient=cause.transient) from exc
             raise FetchError(ErrorCode.CONNECT_ERROR, f"cannot connect: {exc}", url=url) from exc
         except httpx.HTTPError as exc:
             raise FetchError(ErrorCode.HTTP_ERROR, f"request failed: {exc}", url=url) from exc
 
-    def _read_body(self, response: httpx.Response, url: str, deadline: float,
+    def _read_body(self, response: httpx.Response, url: str, deadline: Deadline,
                    progress: Progress | None, cap: int | None = None) -> bytes:
         cap = cap or self.limits.max_bytes
         declared = response.headers.get("content-length")
@@ -317,10 +454,6 @@ class Fetcher:
         chunks: list[bytes] = []
         size = raw_size = 0
         last_report = -1
-        # The watchdog closes the response at the deadline, which ends a blocked read at once.
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), response.close)
-        watchdog.daemon = True
-        watchdog.start()
         try:
             for raw in stream:
                 raw_size += len(raw)
@@ -329,7 +462,7 @@ class Fetcher:
                 if size > cap:
                     raise FetchError(ErrorCode.TOO_LARGE, f"response exceeds the {cap}-byte limit",
                                      url=url)
-                if time.monotonic() > deadline:
+                if deadline.passed():
                     raise FetchError(ErrorCode.TIMEOUT,
                                      "total time limit reached while downloading",
                                      url=url, transient=True)
@@ -342,7 +475,7 @@ class Fetcher:
         except FetchError:
             raise
         except (httpx.HTTPError, httpx.StreamError, OSError) as exc:
-            if time.monotonic() >= deadline:
+            if deadline.passed():
                 raise FetchError(ErrorCode.TIMEOUT, "total time limit reached while downloading",
                                  url=url, transient=True) from exc
             if isinstance(exc, httpx.TimeoutException):
@@ -354,8 +487,6 @@ class Fetcher:
                                  transient=True) from exc
             raise FetchError(ErrorCode.HTTP_ERROR, f"download failed: {exc}", url=url,
                              transient=True) from exc
-        finally:
-            watchdog.cancel()
         if progress:
             progress(100, f"downloaded {size:,} bytes")
         return b"".join(chunks)

@@ -1,11 +1,14 @@
 """Hostile and broken inputs served from 127.0.0.1: each a clear error code, or a correct page.
 
-These go through real sockets: the guarded connection, the bounded decoders and the watchdog
-are exercised as in production.
+These go through real sockets: the guarded connection, the bounded decoders and the total
+deadline are exercised as in production.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -72,6 +75,45 @@ def test_a_server_sending_one_byte_per_second_hits_the_total_timeout(
         ingest(hostile.url("/drip"))
     assert info.value.code == "timeout" and info.value.transient
     assert time.monotonic() - started < LIMITS.total_timeout + 1.5
+
+
+# The total time covers more than the body: a server trickling its status line and headers (no
+# read timeout ever fires), on the first response, on a redirect hop, or on robots.txt, holds a
+# fetch no longer than the total either.
+@pytest.mark.parametrize(("path", "limits"), [
+    ("/slow-headers", LIMITS),
+    ("/slow-redirect", LIMITS),
+    ("/to-slow-redirect", LIMITS),
+    ("/latin1-undeclared", dataclasses.replace(LIMITS, respect_robots=True)),
+], ids=["headers", "redirect-headers", "second-hop-headers", "robots-txt"])
+def test_a_server_trickling_its_headers_hits_the_total_timeout(
+        hostile: HostileServer, path: str, limits: FetchLimits) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        ingest(hostile.url(path), limits)
+    elapsed = time.monotonic() - started
+    assert (info.value.code, info.value.stage) == ("timeout", "extract")
+    assert info.value.transient and "total time limit" in info.value.message
+    assert elapsed < limits.total_timeout + 2, elapsed
+
+
+def test_a_tls_handshake_that_never_ends_hits_the_total_timeout() -> None:
+    """A listener that accepts and says nothing: the handshake's own limit is longer than the
+    total, and the total still ends it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+    limits = dataclasses.replace(LIMITS, connect_timeout=30.0, read_timeout=30.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError) as info, Fetcher(limits) as fetcher:
+            fetcher.fetch(f"https://127.0.0.1:{listener.getsockname()[1]}/")
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert info.value.code == "timeout" and "total time limit" in info.value.message
+    assert time.monotonic() - started < limits.total_timeout + 2
 
 
 def test_a_redirect_to_a_decimal_spelling_of_loopback_is_refused(hostile: HostileServer) -> None:

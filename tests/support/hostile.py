@@ -65,6 +65,20 @@ def _drip(h: BaseHTTPRequestHandler) -> None:
         time.sleep(1)
 
 
+def _dribbled_head(head: bytes, body: bytes = b"") -> Handler:
+    """Status line and headers one byte per second (no read timeout ever fires), then ``body``."""
+
+    def handler(h: BaseHTTPRequestHandler) -> None:
+        for byte in head:
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
+            time.sleep(1)
+        h.wfile.write(body)
+        h.close_connection = True
+
+    return handler
+
+
 def _short_body(h: BaseHTTPRequestHandler) -> None:
     h.send_response(200)
     h.send_header("Content-Type", "text/html")
@@ -104,6 +118,14 @@ def routes() -> dict[str, Handler]:
         "/huge": _huge_declared,
         "/endless": _chunks_forever,
         "/drip": _drip,
+        "/slow-headers": _dribbled_head(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                                        b"Connection: close\r\n\r\n", b"<p>too late</p>"),
+        "/slow-redirect": _dribbled_head(b"HTTP/1.1 302 Found\r\nLocation: /latin1-undeclared"
+                                         b"\r\nContent-Length: 0\r\n\r\n"),
+        "/to-slow-redirect": _redirect("/slow-redirect"),
+        # Only asked for by a fetcher that respects robots.txt.
+        "/robots.txt": _dribbled_head(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                      b"Connection: close\r\n\r\n", b"User-agent: *\n"),
         "/short-body": _short_body,
         "/gzip-bomb": _bomb("gzip"),
         "/brotli-bomb": _bomb("br"),

@@ -1,6 +1,7 @@
 """The fetcher's limits and error codes, through httpx's MockTransport (no sockets)."""
 
 import ipaddress
+from typing import Any
 
 import httpx
 import pytest
@@ -149,3 +150,30 @@ def test_a_challenge_page_behind_403_is_blocked_by_site() -> None:
     with pytest.raises(FetchError) as info:
         _fetcher(handler).fetch("http://127.0.0.1/")
     assert info.value.code == "blocked_by_site"
+
+
+def test_a_slow_name_lookup_ends_at_the_total_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site's own name server can take its time: the total time limit covers lookups too."""
+    import socket
+    import threading
+    import time
+
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def slow(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow.example":
+            release.wait(30)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    fetcher = _fetcher(lambda r: httpx.Response(200, text="x"), total_timeout=1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError) as info:
+            fetcher.fetch("http://slow.example/")
+    finally:
+        release.set()
+    assert info.value.code == "timeout" and info.value.transient
+    assert "looking up slow.example" in info.value.message
+    assert time.monotonic() - started < 2.0
