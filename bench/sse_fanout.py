@@ -52,7 +52,7 @@ def proc_stats(pid: int) -> tuple[float, float]:
 async def client(port: int, job: str, latencies: list[float], ready: asyncio.Event,
                  settled: asyncio.Event, opened: list[int], stop: asyncio.Event) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET /api/v1/stream/{job} HTTP/1.1\r\nHost: bench\r\n"
+    writer.write(f"GET /api/v1/stream/{job} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  f"Accept: text/event-stream\r\n\r\n".encode())
     await writer.drain()
     opened[0] += 1

@@ -81,6 +81,11 @@ class ErrorCode(StrEnum):
     SUBMIT_FAILED = "submit_failed"
     REDIS_UNAVAILABLE = "redis_unavailable"
     CATALOG_UNAVAILABLE = "catalog_unavailable"
+    # The API's request guards (librarian_api.security, and JSON bodies).
+    UNTRUSTED_HOST = "untrusted_host"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 
 
 class LibrarianError(Exception):

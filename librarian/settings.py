@@ -10,12 +10,14 @@ resources read these settings themselves. Every default lives here.
 from __future__ import annotations
 
 import ipaddress
+import json
+import urllib.parse
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_S3_SECRET = "minioadmin"
 # The private servers of ``librarian run`` (embedded mode) listen here by default.
@@ -24,6 +26,9 @@ EMBEDDED_REDIS_PORT = 56379
 # Appended to the model's name when it runs as its int8 copy: its vectors differ, so does its
 # collection.
 QUANTIZED_SUFFIX = "-dq8"
+# The Host names the API answers by default: loopback only. A deployment reached by another
+# name lists it in LIBRARIAN_ALLOWED_HOSTS.
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1"]
 
 
 class Settings(BaseSettings):
@@ -55,6 +60,14 @@ class Settings(BaseSettings):
 
     # Where ``librarian run`` serves the API, and the code server it starts (workspace.yaml).
     api_port: int = 8000
+    # The API's request guards. Host names it answers to (``*.example.com`` for subdomains,
+    # ``*`` for any); origins besides its own whose pages may send it state-changing requests
+    # (``https://librarian.example.com``); the largest request body, in bytes. Both lists are
+    # comma-separated (or a JSON list) in the environment.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(LOOPBACK_HOSTS))
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     code_server_host: str = "127.0.0.1"
     code_server_port: int = 4266
 
@@ -113,6 +126,16 @@ class Settings(BaseSettings):
     watchlist_interval_seconds: int = Field(default=10, ge=1)
     watchlist_max_runs_per_tick: int = Field(default=20, ge=1)
 
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsafe_production_defaults(self) -> Settings:
         if self.environment != "production":
@@ -127,6 +150,19 @@ class Settings(BaseSettings):
     def _check_networks(self) -> Settings:
         for net in self.fetch_allow_networks:
             ipaddress.ip_network(net, strict=False)
+        return self
+
+    @model_validator(mode="after")
+    def _check_hosts_and_origins(self) -> Settings:
+        if not self.allowed_hosts:
+            raise ValueError("LIBRARIAN_ALLOWED_HOSTS is empty: list the API's host names, "
+                             "or * for any")
+        for origin in self.allowed_origins:
+            parts = urllib.parse.urlsplit(origin)
+            if (parts.scheme not in ("http", "https") or not parts.hostname
+                    or parts.path not in ("", "/") or parts.query or parts.username):
+                raise ValueError(f"LIBRARIAN_ALLOWED_ORIGINS: {origin!r} is not an origin "
+                                 "like https://host[:port]")
         return self
 
     @cached_property

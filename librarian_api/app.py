@@ -10,9 +10,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from librarian.errors import LibrarianError
 from librarian.jobs.store import ApiJobStore, JobKeys
@@ -28,11 +30,20 @@ from librarian_api.errors import (
 )
 from librarian_api.fanout import EventHub
 from librarian_api.request_id import middleware as request_id_middleware
+from librarian_api.security import RequestGuard, SecurityHeaders
 from librarian_api.state import AppState
 from librarian_api.submitter import Submitter
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+class LibrarianApp(Starlette):
+    """Starlette with the security headers outermost: on every response, the 500s that
+    Starlette's own error middleware writes included."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
+def create_app(settings: Settings | None = None) -> LibrarianApp:
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -88,11 +99,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/v1/health", health.health, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi.openapi, methods=["GET"]),
     ]
-    return Starlette(
+    return LibrarianApp(
         routes=routes,
         lifespan=lifespan,
-        # Pure ASGI (not BaseHTTPMiddleware): streamed responses pass through untouched.
-        middleware=[request_id_middleware()],
+        # Pure ASGI (not BaseHTTPMiddleware): streamed responses pass through untouched. The
+        # request id first, so even a refused request has one; then host, origin and body size
+        # are checked before any handler runs.
+        middleware=[request_id_middleware(), Middleware(RequestGuard, settings=settings)],
         exception_handlers={LibrarianError: librarian_error_handler,
                             RedisError: redis_error_handler,
                             OperationalError: database_error_handler,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import urllib.parse
 from functools import partial
 from typing import Any
 
@@ -16,6 +18,7 @@ from librarian.runs import Source
 from librarian.storage.objects import item_prefix
 from librarian_api.errors import ApiError, error_body, retry_headers
 from librarian_api.params import item_or_404, parse_filters, parse_limit
+from librarian_api.security import stored_file_headers
 from librarian_api.state import app_state
 from librarian_api.submissions import (
     MAX_BATCH,
@@ -27,8 +30,15 @@ from librarian_api.submissions import (
 )
 
 log = logging.getLogger("librarian.api")
-FILE_TYPES = {"markdown": "text/markdown; charset=utf-8", "metadata": "application/json",
+# Markdown and metadata are shown as plain text and JSON; the raw copy (the page as fetched,
+# scripts and all) is only ever a download. All of them are sandboxed (librarian_api.security).
+FILE_TYPES = {"markdown": "text/plain; charset=utf-8", "metadata": "application/json",
               "raw": "application/octet-stream"}
+SHOWN_INLINE = {"markdown", "metadata"}
+EXTENSIONS = {"markdown": "md", "metadata": "json", "text/html": "html",
+              "application/xhtml+xml": "xhtml", "application/pdf": "pdf", "text/plain": "txt",
+              "text/markdown": "md"}
+_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
 
 
 async def list_items(request: Request) -> JSONResponse:
@@ -51,7 +61,13 @@ async def get_item(request: Request) -> JSONResponse:
     for version in item["versions"]:
         version["files"] = {}
         for kind, key in (version.get("object_keys") or {}).items():
-            signed = await run_in_threadpool(state.objects.presigned_url, key)
+            # A link straight to an S3 store: that server cannot send a sandbox, so what it
+            # serves is always a download, of a type no browser renders.
+            _media, name = file_facts(item, version, kind)
+            download = (stored_file_headers(name, download=True)["content-disposition"],
+                        FILE_TYPES["raw"])
+            signed = await run_in_threadpool(partial(state.objects.presigned_url, key,
+                                                     download=download))
             version["files"][kind] = signed or str(request.url_for(
                 "library_file", item_id=item["id"], version=version["version"], kind=kind))
     return JSONResponse(_with_links(request, item))
@@ -70,8 +86,37 @@ async def get_file(request: Request) -> Response:
         data = await run_in_threadpool(state.objects.get, key)
     except StorageError as exc:
         raise ApiError(ErrorCode.STORAGE_ERROR, exc.message) from exc
-    media = version.get("content_type") if kind == "raw" else FILE_TYPES[kind]
-    return Response(data, media_type=media or FILE_TYPES[kind])
+    media, name = file_facts(item, version, kind)
+    return Response(data, media_type=media,
+                    headers=stored_file_headers(name, download=kind not in SHOWN_INLINE))
+
+
+def file_facts(item: dict[str, Any], version: dict[str, Any], kind: str) -> tuple[str, str]:
+    """The media type a stored file is served as, and its file name."""
+    media = raw_media_type(version.get("content_type")) if kind == "raw" else FILE_TYPES.get(
+        kind, FILE_TYPES["raw"])
+    name = file_name(item.get("canonical_url") or item.get("url") or "", version["version"],
+                     EXTENSIONS.get(kind) or EXTENSIONS.get(media.split(";")[0], "bin"))
+    return media, name
+
+
+def raw_media_type(recorded: str | None) -> str:
+    """The fetched page's media type (and charset), if it is a well-formed one."""
+    media, _, params = (recorded or "").partition(";")
+    media = media.strip().lower()
+    if not _MEDIA_TYPE.match(media):
+        return FILE_TYPES["raw"]
+    charset = re.search(r"charset=\"?([A-Za-z0-9._-]{1,40})", params)
+    return f"{media}; charset={charset.group(1)}" if charset else media
+
+
+def file_name(url: str, version: int, extension: str) -> str:
+    """``example.com-my-article-v2.html``: the page's host and last path segment."""
+    parts = urllib.parse.urlsplit(url)
+    segment = urllib.parse.unquote(parts.path.rstrip("/").rsplit("/", 1)[-1])
+    stem = segment.rsplit(".", 1)[0] if "." in segment else segment
+    return "-".join(p for p in (parts.hostname or "file", stem[:80], f"v{version}") if p) + (
+        "." + extension)
 
 
 async def delete_item(request: Request) -> JSONResponse:

@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from librarian_api.security import STATE_CHANGING
+
 ERROR = {"$ref": "#/components/schemas/Error"}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 ITEM_ID = {"name": "item_id", "in": "path", "required": True,
@@ -25,6 +27,18 @@ PAGING = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimu
           {"name": "cursor", "in": "query", "schema": {"type": "string"}}]
 
 
+def _error(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": ERROR}}}
+
+
+# What the request guards (librarian_api.security) answer, on every route they cover.
+GUARDED = {"400": _error("the Host header is not one this API answers to (untrusted_host)")}
+STATE_CHANGING_GUARDED = {
+    "403": _error("sent by a page of another origin (forbidden_origin)"),
+    "413": _error("the body is larger than LIBRARIAN_MAX_BODY_BYTES (body_too_large)"),
+}
+
+
 def _op(summary: str, responses: dict[str, str], params: list[dict[str, Any]] | None = None,
         body: str | None = None) -> dict[str, Any]:
     op: dict[str, Any] = {
@@ -34,6 +48,8 @@ def _op(summary: str, responses: dict[str, str], params: list[dict[str, Any]] | 
             "schema": ERROR}}} if code[0] in "45" else {})} for code, text in responses.items()},
     }
     if body:
+        op["responses"]["415"] = _error("the body is not sent as application/json "
+                                        "(unsupported_media_type)")
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": [body], "properties": {body: {
                 "type": "array", "items": {"type": "string"}} if body == "urls" else {
@@ -77,7 +93,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "202": "job created", "200": "a job is already running", "404": "unknown item"},
         [ITEM_ID]),
     ("/api/v1/library/{item_id}/files/{version}/{kind}", "get"): _op(
-        "A stored file of a version (markdown, raw, metadata)", {
+        "A stored file of a version: markdown (text/plain) and metadata (JSON) shown inline, "
+        "raw (the page as fetched) as a download; all sandboxed (CSP sandbox, nosniff)", {
             "200": "the file", "404": "no such file"}, [
             ITEM_ID, {"name": "version", "in": "path", "required": True,
                       "schema": {"type": "integer"}},
@@ -112,7 +129,10 @@ def api_routes(routes: list[Any]) -> list[tuple[str, str]]:
 def build(routes: list[Any]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for path, method in api_routes(routes):
-        paths.setdefault(path, {})[method] = OPERATIONS[(path, method)]
+        op = OPERATIONS[(path, method)]
+        guards = {**GUARDED, **(STATE_CHANGING_GUARDED if method.upper() in STATE_CHANGING
+                                else {})}
+        paths.setdefault(path, {})[method] = {**op, "responses": {**guards, **op["responses"]}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Librarian", "version": "1",

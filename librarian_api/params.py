@@ -29,7 +29,17 @@ DAGSTER_STATUS = {
 
 
 async def json_body(request: Request, shape: str) -> Any:
-    """The request's JSON body; ``shape`` tells the caller what was expected if it is not."""
+    """The request's JSON body; ``shape`` tells the caller what was expected if it is not.
+
+    The body must be declared ``application/json`` (any parameters, e.g. ``charset``): a form
+    or ``text/plain`` post, which another site's page can send without asking, is ``415``
+    before the body is read.
+    """
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        got = f" (not {media_type[:100]})" if media_type else ""
+        raise ApiError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                       f"send the body with Content-Type: application/json{got}")
     try:
         return json.loads(await request.body() or b"null")
     except ValueError as exc:

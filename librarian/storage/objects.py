@@ -30,7 +30,8 @@ class ObjectStore(Protocol):
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def delete_prefix(self, prefix: str) -> int: ...
-    def presigned_url(self, key: str, seconds: int = 3600) -> str | None: ...
+    def presigned_url(self, key: str, seconds: int = 3600, *,
+                      download: tuple[str, str] | None = None) -> str | None: ...
     def ping(self) -> None: ...
 
 
@@ -81,7 +82,8 @@ class LocalObjectStore:
         shutil.rmtree(folder)
         return count
 
-    def presigned_url(self, key: str, seconds: int = 3600) -> str | None:
+    def presigned_url(self, key: str, seconds: int = 3600, *,
+                      download: tuple[str, str] | None = None) -> str | None:
         return None  # local files are served by the API itself
 
     def ping(self) -> None:
@@ -155,12 +157,18 @@ class MinioObjectStore:
             raise StorageError(f"cannot delete {len(errors)} objects under {prefix}")
         return len(names)
 
-    def presigned_url(self, key: str, seconds: int = 3600) -> str | None:
+    def presigned_url(self, key: str, seconds: int = 3600, *,
+                      download: tuple[str, str] | None = None) -> str | None:
+        """A signed link to ``key``; with ``download`` (Content-Disposition, Content-Type) the
+        server answers with those headers instead of the stored ones."""
         from datetime import timedelta
 
+        overrides: dict[str, str | list[str] | tuple[str]] | None = None if download is None else {
+            "response-content-disposition": download[0], "response-content-type": download[1]}
         try:
-            return str(self._client.presigned_get_object(self.bucket, key,
-                                                         expires=timedelta(seconds=seconds)))
+            return str(self._client.presigned_get_object(
+                self.bucket, key, expires=timedelta(seconds=seconds),
+                response_headers=overrides))
         except Exception as exc:
             raise StorageError(f"cannot sign a link to {key}: {exc}") from exc
 

@@ -113,17 +113,28 @@ $("submit-form").addEventListener("submit", async (event) => {
 
 let nextCursor = null;
 
+// A search passage comes HTML-escaped with <mark> around the query's words: it is rebuilt as
+// text and <mark> nodes, never parsed as HTML (nothing a stored page holds becomes markup).
+const ENTITIES = { "&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#x27;": "'" };
+const unescape = (text) => text.replace(/&(amp|lt|gt|quot|#x27);/g, (entity) => ENTITIES[entity]);
+
+function passage(highlight) {
+  const node = el("div", { class: "passage" });
+  let marked = false;
+  for (const part of (highlight || "").split(/(<\/?mark>)/)) {
+    if (part === "<mark>" || part === "</mark>") marked = part === "<mark>";
+    else if (part) node.append(marked ? el("mark", {}, unescape(part)) : unescape(part));
+  }
+  return node;
+}
+
 function itemRow(item) {
   const title = el("a", { href: "#" }, item.title || item.url);
   title.onclick = (ev) => { ev.preventDefault(); showItem(item.item_id || item.id); };
   const row = el("li", { class: "item" }, title, " ", el("span", { class: "tier" }, `tier ${item.tier || "?"}`),
     el("div", { class: "muted" }, `${item.domain || ""} ${item.language ? "· " + item.language : ""}`));
   if (item.passages) {
-    for (const p of item.passages) {
-      const passage = el("div", { class: "passage" });
-      passage.innerHTML = p.highlight;  // server-escaped, with <mark> around the query's words
-      row.append(passage);
-    }
+    for (const p of item.passages) row.append(passage(p.highlight));
   } else if (item.summary) {
     row.append(el("div", {}, item.summary));
   }

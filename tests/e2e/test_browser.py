@@ -7,20 +7,15 @@ page to ``test-artifacts/`` for people to look at.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.pages import PageServer
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Flags for a machine with no network beyond loopback and no display.
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 def test_a_person_submits_a_url_watches_it_complete_and_finds_it(
@@ -34,6 +29,10 @@ def test_a_person_submits_a_url_watches_it_complete_and_finds_it(
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            # The page lives under a strict Content-Security-Policy: nothing of it is refused.
+            refused: list[str] = []
+            page.on("console", lambda m: refused.append(m.text)
+                    if "Content Security Policy" in m.text else None)
             page.goto(api + "/")
             expect(page.locator("#health")).to_have_text("ok", timeout=15_000)
             page.fill("#urls", url)
@@ -48,7 +47,13 @@ def test_a_person_submits_a_url_watches_it_complete_and_finds_it(
             job.locator(".status a").click()
             expect(page.locator("#item h2")).to_have_text("Growing Tomatoes at Home")
             expect(page.locator("#item")).to_contain_text("Original page")
+            # Search passages: the query's words marked, the rest as text.
+            page.fill("#query", "tomatoes")
+            page.click("#search-form button")
+            expect(page.locator("#items .passage mark").first).to_have_text(
+                "tomatoes", ignore_case=True, timeout=15_000)
             page.screenshot(path=str(ARTIFACTS / "browser-finished.png"), full_page=True)
+            assert refused == []
         finally:
             browser.close()
     assert (ARTIFACTS / "browser-finished.png").stat().st_size > 10_000

@@ -92,7 +92,8 @@ def test_invalid_urls_get_422_with_a_json_error(api: str, url: str) -> None:
 
 
 def test_a_body_without_url_gets_422(api: str) -> None:
-    response = httpx.post(f"{api}/api/v1/ingest", content=b"{not json")
+    response = httpx.post(f"{api}/api/v1/ingest", content=b"{not json",
+                          headers={"Content-Type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_request"
 

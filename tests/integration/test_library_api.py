@@ -80,7 +80,7 @@ def test_item_detail_links_its_files_and_serves_them(api: str, lib_settings: Set
     assert set(files) == {"markdown", "raw"}
     markdown = httpx.get(files["markdown"])
     assert markdown.status_code == 200 and markdown.text == "# Stored"
-    assert markdown.headers["content-type"].startswith("text/markdown")
+    assert markdown.headers["content-type"] == "text/plain; charset=utf-8"
     assert httpx.get(f"{api}/api/v1/library/{item_id}/files/9/markdown").status_code == 404
     assert item["links"]["original"].startswith("https://lib.example/files/")
 

@@ -34,6 +34,31 @@ every day and keep it warm; after a week it rises reliably and smells pleasantly
 Bake with a long cold fermentation for a more open crumb and a deeper flavour."""
 
 
+
+
+def hostile_page(beacon: str) -> bytes:
+    """An article whose markup tries to run script three ways (an inline script, an image's
+    ``onerror`` and, as text in its body, a tag that runs if the text is ever parsed as HTML);
+    each would load ``beacon`` with a query saying which way ran."""
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Pruning Apple Trees in Winter</title>
+<script>window.pwned = "inline"; new Image().src = "{beacon}?inline";</script>
+</head><body><article><h1>Pruning Apple Trees in Winter</h1>
+<img src="/no-such-image.png"
+     onerror="window.pwned = 'onerror'; new Image().src = '{beacon}?onerror'">
+<p>Winter is the right season to prune apple trees: the tree is dormant, the branches are bare
+and the cuts heal quickly once the sap rises again in spring. Start by removing dead, diseased
+and crossing branches, then open the centre of the tree so light and air reach the fruit.</p>
+<p>Never remove more than a quarter of the canopy in one year. Cut just above an outward-facing
+bud with a clean, sloping cut, and step back often to look at the shape of the whole tree.</p>
+<p>A note for web developers who paste markup into articles:
+&lt;img src=x onerror="window.pwned = 'markdown'; new Image().src = '{beacon}?markdown'"&gt;
+is the kind of tag a careless viewer would run.</p>
+<h2>Tools</h2><p>Sharp bypass secateurs for thin shoots, a pruning saw for thick limbs and a
+pair of gloves are all you need; clean the blades between trees to avoid spreading canker.</p>
+</article></body></html>""".encode()
+
+
 class PageServer(LocalServer):
     """A threaded HTTP server with fixed routes; ``pages`` can be extended by tests."""
 
