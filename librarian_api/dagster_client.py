@@ -76,7 +76,9 @@ _REFUSALS = frozenset({"RunConfigValidationInvalid", "InvalidSubsetError", "RunC
                        "InvalidOutputError"})
 
 
-PING = "{ runsOrError(limit: 1) { __typename ... on PythonError { message } } }"
+# ``results`` is what reads the storage (the union's type name alone is answered without it).
+PING = ("{ runsOrError(limit: 1) { __typename ... on Runs { results { runId } } "
+        "... on PythonError { message } } }")
 
 
 JOB_RUN = """

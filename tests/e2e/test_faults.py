@@ -155,9 +155,16 @@ def _id(event: dict[str, Any]) -> tuple[int, int]:
 
 def _dagster_truth(run: Running, job_id: str) -> str | None:
     """The job's state by its newest Dagster run (None while it has not ended)."""
-    response = httpx.post(run.dagster, json={"query": RUNS_OF_JOB, "variables": {"job": job_id}},
-                          timeout=30)
-    runs = response.json()["data"]["runsOrError"]["results"]
+    deadline = time.monotonic() + 30
+    while True:  # right after PostgreSQL is back, the webserver's first queries may fail
+        response = httpx.post(run.dagster, json={"query": RUNS_OF_JOB,
+                                                 "variables": {"job": job_id}}, timeout=30)
+        data = response.json().get("data")
+        if data and "results" in (data.get("runsOrError") or {}):
+            break
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.5)
+    runs = data["runsOrError"]["results"]
     return DAGSTER_TERMINAL.get(runs[0]["status"]) if runs else None
 
 

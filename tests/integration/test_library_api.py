@@ -4,6 +4,7 @@ with file links, file download, delete, refresh."""
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,11 +96,17 @@ def test_delete_removes_rows_files_and_answers_404_after(api: str, lib_settings:
     assert httpx.delete(f"{api}/api/v1/library/{item_id}").status_code == 404
 
 
-def test_refresh_needs_dagster_and_says_so(api: str, lib_settings: Settings) -> None:
+def test_a_refresh_while_dagster_is_away_is_accepted_and_waits_saying_why(
+        api: str, lib_settings: Settings) -> None:
     item_id = _add(lib_settings, "refresh")
     response = httpx.post(f"{api}/api/v1/library/{item_id}/refresh", timeout=30)
-    assert response.status_code == 503
-    assert response.json()["error"]["code"] == "orchestrator_unavailable"
+    assert response.status_code == 202, response.text
+    job = response.json()
+    deadline = time.monotonic() + 15
+    while "waiting for Dagster" not in (httpx.get(job["status_url"]).json().get("message")
+                                        or ""):
+        assert time.monotonic() < deadline, "the job never said what it waits for"
+        time.sleep(0.2)
     assert httpx.post(f"{api}/api/v1/library/{uuid.uuid4()}/refresh").status_code == 404
 
 
