@@ -24,7 +24,11 @@ from pathlib import Path
 
 import httpx
 
+from librarian.cli.admin_token import admin_token_path, read_admin_token
+
 TERMINAL = {"job_completed", "error", "job_cancelled"}
+# Authenticated as the stack's admin (LIBRARIAN_API_TOKEN, else <data dir>/admin.token).
+session = httpx.Client()
 PROCESSES = {"none": None, "mirror": "librarian mirror", "api": "uvicorn",
              "daemon": "dagster-daemon", "webserver": "dagster-webserver",
              "code-server": "code-server start", "run-pool": "librarian run-pool",
@@ -92,7 +96,7 @@ def postmaster(data_dir: Path) -> int:
 
 def healthy(api: str) -> bool:
     try:
-        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+        return session.get(f"{api}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -100,7 +104,7 @@ def healthy(api: str) -> bool:
 def stream(api: str, job_id: str) -> list[dict[str, str]]:
     events: list[dict[str, str]] = []
     event: dict[str, str] = {}
-    with httpx.stream("GET", f"{api}/stream/{job_id}",
+    with session.stream("GET", f"{api}/stream/{job_id}",
                       timeout=httpx.Timeout(10, read=15)) as response:
         if response.status_code != 200:
             return events
@@ -123,6 +127,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--jobs", type=int, default=10)
     args = parser.parse_args()
+    token = (os.environ.get("LIBRARIAN_API_TOKEN")
+             or read_admin_token(admin_token_path(args.data_dir)))
+    if token:
+        session.headers["Authorization"] = f"Bearer {token}"
     pages, run_pid, page = serve_pages(), stack_pid(), 0
     print(f"{'killed':12} {'healthy s':>9} {'completed':>9} {'failed':>6} {'stuck':>5}"
           f" {'1 terminal':>10} {'ids in order':>12}", flush=True)
@@ -131,7 +139,7 @@ def main() -> None:
             time.sleep(0.5)
         urls = [f"{pages}/{page + i}.html" for i in range(args.jobs)]
         page += args.jobs
-        results = httpx.post(f"{args.api}/ingest/batch", json={"urls": urls},
+        results = session.post(f"{args.api}/ingest/batch", json={"urls": urls},
                              timeout=300).json()["results"]
         jobs = [r["job_id"] for r in results if "job_id" in r]
         time.sleep(0.3)
@@ -147,7 +155,7 @@ def main() -> None:
         statuses: dict[str, str | None] = {}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            statuses = {j: httpx.get(f"{args.api}/ingest/{j}", timeout=10).json().get("status")
+            statuses = {j: session.get(f"{args.api}/ingest/{j}", timeout=10).json().get("status")
                         for j in jobs}
             if all(s in ("completed", "failed", "cancelled") for s in statuses.values()):
                 break

@@ -322,7 +322,9 @@ def run_launcher(launcher: str, args: argparse.Namespace, pg_base: str, redis_ur
            "LIBRARIAN_REDIS_URL": redis_url, "LIBRARIAN_REDIS_PREFIX": f"bench:{tag}:",
            "LIBRARIAN_FETCH_ALLOW_NETWORKS": '["127.0.0.0/8"]',
            "LIBRARIAN_WATCHLIST_PATH": str(data / "watchlist.txt"),
-           "LIBRARIAN_WATCHLIST_INTERVAL_SECONDS": "2"}
+           "LIBRARIAN_WATCHLIST_INTERVAL_SECONDS": "2",
+           # The pipeline is measured, not authentication (the stack is on loopback).
+           "LIBRARIAN_AUTH": "off"}
     stack = Stack(data, env=env, ports=StackPorts(free_port(), free_port(), free_port()),
                   launcher=launcher)  # type: ignore[arg-type]
     report: dict[str, object] = {}

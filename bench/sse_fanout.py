@@ -152,8 +152,9 @@ def main() -> None:
         redis_url = server.url
     prefix = f"bench-sse:{uuid.uuid4().hex[:8]}:"
     port = free_port()
+    # Streams, not authentication, are measured (the API listens on 127.0.0.1 only).
     env = {**os.environ, "LIBRARIAN_REDIS_URL": redis_url, "LIBRARIAN_REDIS_PREFIX": prefix,
-           "LIBRARIAN_SSE_HEARTBEAT_SECONDS": "15"}
+           "LIBRARIAN_SSE_HEARTBEAT_SECONDS": "15", "LIBRARIAN_AUTH": "off"}
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "librarian_api.app:create_app",
                             "--factory", "--port", str(port), "--log-level", "warning",
                             "--backlog", "8192"], env=env, preexec_fn=raise_fd_limit)

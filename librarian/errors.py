@@ -81,6 +81,11 @@ class ErrorCode(StrEnum):
     SUBMIT_FAILED = "submit_failed"
     REDIS_UNAVAILABLE = "redis_unavailable"
     CATALOG_UNAVAILABLE = "catalog_unavailable"
+    TOKEN_NOT_FOUND = "token_not_found"
+    # Authentication and authorisation (librarian_api.auth).
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    INVALID_CSRF_TOKEN = "invalid_csrf_token"
     # The API's request guards (librarian_api.security, and JSON bodies).
     UNTRUSTED_HOST = "untrusted_host"
     FORBIDDEN_ORIGIN = "forbidden_origin"

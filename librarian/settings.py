@@ -20,6 +20,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_S3_SECRET = "minioadmin"
+DEV_S3_ACCESS_KEY = "minioadmin"
+# Passwords production refuses besides an empty one: defaults this project or its images
+# shipped, and the placeholders of .env.example.
+DEFAULT_PASSWORDS = frozenset({"librarian", "postgres", "password", "minioadmin",
+                               "librarian-minio-secret", "change-me", "changeme"})
 # The private servers of ``librarian run`` (embedded mode) listen here by default.
 EMBEDDED_POSTGRES_PORT = 55432
 EMBEDDED_REDIS_PORT = 56379
@@ -32,7 +37,9 @@ LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIBRARIAN_", extra="ignore")
+    # Errors name the variable, never repeat its value: URLs carry passwords.
+    model_config = SettingsConfigDict(env_prefix="LIBRARIAN_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path("data")
@@ -60,6 +67,20 @@ class Settings(BaseSettings):
 
     # Where ``librarian run`` serves the API, and the code server it starts (workspace.yaml).
     api_port: int = 8000
+    # The address the API listens on: ``librarian run`` sets it to the --host it gives
+    # uvicorn; set it where uvicorn is started by hand (docker-compose.yml does). Only an API
+    # on loopback may run with auth off.
+    api_host: str = "127.0.0.1"
+    # "on": every /api/v1 route but health, sign-in and the OpenAPI document asks for an API
+    # token (Authorization: Bearer) or a session cookie of the web page. "off": every client
+    # on this machine is admin, for a loopback-only API; refused on any other address and in
+    # production.
+    auth: Literal["on", "off"] = "on"
+    # How long an API process trusts a token it verified without asking the catalog again:
+    # a revoked token (and its sessions) stops working within this time.
+    auth_cache_seconds: float = Field(default=30.0, ge=0)
+    # How long a sign-in of the web page lasts (its session in Redis expires then).
+    session_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     # The API's request guards. Host names it answers to (``*.example.com`` for subdomains,
     # ``*`` for any); origins besides its own whose pages may send it state-changing requests
     # (``https://librarian.example.com``); the largest request body, in bytes. Both lists are
@@ -140,10 +161,40 @@ class Settings(BaseSettings):
     def _refuse_unsafe_production_defaults(self) -> Settings:
         if self.environment != "production":
             return self
-        if self.s3_endpoint and self.s3_secret_key.get_secret_value() == DEV_S3_SECRET:
-            raise ValueError("LIBRARIAN_S3_SECRET_KEY must not be the default in production")
+        # Every problem at once: fixing them one start at a time is no fun.
+        problems = [f"{name} {problem}" for name, secret in self._service_secrets()
+                    if (problem := weak_secret(secret))]
+        if self.s3_endpoint and self.s3_access_key == DEV_S3_ACCESS_KEY:
+            problems.append("LIBRARIAN_S3_ACCESS_KEY is the default")
         if self.fetch_allow_networks:
-            raise ValueError("LIBRARIAN_FETCH_ALLOW_NETWORKS is not allowed in production")
+            problems.append("LIBRARIAN_FETCH_ALLOW_NETWORKS is set (no SSRF allow-list)")
+        if self.auth == "off":
+            problems.append("LIBRARIAN_AUTH is off")
+        if problems:
+            raise ValueError("refused in production (LIBRARIAN_ENVIRONMENT=production): "
+                             + "; ".join(problems))
+        return self
+
+    def _service_secrets(self) -> list[tuple[str, str | None]]:
+        """The password of every service production uses, by the variable that sets it."""
+        found: list[tuple[str, str | None]] = [
+            ("LIBRARIAN_DATABASE_URL", url_password(self.database_url)),
+            ("LIBRARIAN_DAGSTER_DATABASE_URL", url_password(self.dagster_database_url)),
+            ("LIBRARIAN_REDIS_URL", url_password(self.redis_url))]
+        if self.s3_endpoint:  # else files are on local disk
+            found.append(("LIBRARIAN_S3_SECRET_KEY", self.s3_secret_key.get_secret_value()))
+        if self.qdrant_url:  # else the embedded engine, in-process
+            key = self.qdrant_api_key
+            found.append(("LIBRARIAN_QDRANT_API_KEY", key.get_secret_value() if key else None))
+        return found
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> Settings:
+        if self.auth == "off" and not is_loopback(self.api_host):
+            raise ValueError(
+                f"LIBRARIAN_AUTH=off is refused: the API listens on {self.api_host!r} "
+                "(LIBRARIAN_API_HOST), which other machines can reach. Turn auth on and use "
+                "API tokens, or listen on 127.0.0.1")
         return self
 
     @model_validator(mode="after")
@@ -194,6 +245,35 @@ class Settings(BaseSettings):
     @property
     def dagster_graphql_url(self) -> str:
         return f"http://{self.dagster_host}:{self.dagster_port}/graphql"
+
+
+def url_password(url: str) -> str | None:
+    """The password in a database or Redis URL, if it has one."""
+    try:
+        return urllib.parse.urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def weak_secret(secret: str | None) -> str | None:
+    """What is wrong with a production password, or None."""
+    if not secret:
+        return "has no password"
+    if secret.lower() in DEFAULT_PASSWORDS:
+        return "uses a default password"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address (or ``localhost``) is this machine's loopback, which no other
+    machine reaches."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def embedding_socket_path(data_dir: Path, configured: Path | None) -> Path:

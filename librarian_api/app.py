@@ -20,7 +20,10 @@ from librarian.errors import LibrarianError
 from librarian.jobs.store import ApiJobStore, JobKeys
 from librarian.settings import Settings
 from librarian.storage.stores import catalog_for, objects_for, vectors_for
-from librarian_api import health, ingest, library, openapi, search, stream
+from librarian.storage.tokens import ApiTokens
+from librarian_api import health, ingest, library, openapi, search, session, stream, tokens
+from librarian_api.auth import Authorization
+from librarian_api.credentials import SessionStore, TokenCache
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.errors import (
     database_error_handler,
@@ -65,7 +68,9 @@ def create_app(settings: Settings | None = None) -> LibrarianApp:
             settings=settings, jobs=jobs, catalog=catalog, dagster=dagster,
             objects=objects_for(settings), hub=hub, submitter=submitter,
             # Searches keep the embedded shard open briefly between them (see VectorStore).
-            vectors=vectors_for(settings, hold_seconds=0.5))
+            vectors=vectors_for(settings, hold_seconds=0.5),
+            tokens=TokenCache(ApiTokens(catalog.engine), settings.auth_cache_seconds),
+            sessions=SessionStore(client, settings.redis_prefix, settings.session_ttl_seconds))
         try:
             yield
         finally:
@@ -96,6 +101,12 @@ def create_app(settings: Settings | None = None) -> LibrarianApp:
         Route("/api/v1/library/{item_id}/files/{version:int}/{kind}", library.get_file,
               methods=["GET"], name="library_file"),
         Route("/api/v1/search", search.search, methods=["GET"]),
+        Route("/api/v1/session", session.sign_in, methods=["POST"]),
+        Route("/api/v1/session", session.current, methods=["GET"]),
+        Route("/api/v1/session", session.sign_out, methods=["DELETE"]),
+        Route("/api/v1/tokens", tokens.list_tokens, methods=["GET"]),
+        Route("/api/v1/tokens", tokens.create_token, methods=["POST"]),
+        Route("/api/v1/tokens/{token_id:int}", tokens.revoke_token, methods=["DELETE"]),
         Route("/api/v1/health", health.health, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi.openapi, methods=["GET"]),
     ]
@@ -104,8 +115,10 @@ def create_app(settings: Settings | None = None) -> LibrarianApp:
         lifespan=lifespan,
         # Pure ASGI (not BaseHTTPMiddleware): streamed responses pass through untouched. The
         # request id first, so even a refused request has one; then host, origin and body size
-        # are checked before any handler runs.
-        middleware=[request_id_middleware(), Middleware(RequestGuard, settings=settings)],
+        # are checked before any handler runs; then who sent the request, and whether its
+        # scope covers the route.
+        middleware=[request_id_middleware(), Middleware(RequestGuard, settings=settings),
+                    Middleware(Authorization, settings=settings, routes=routes)],
         exception_handlers={LibrarianError: librarian_error_handler,
                             RedisError: redis_error_handler,
                             OperationalError: database_error_handler,

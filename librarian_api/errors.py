@@ -34,12 +34,16 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_MODE: 422,
     ErrorCode.INVALID_LAST_EVENT_ID: 400,
     ErrorCode.UNTRUSTED_HOST: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.INVALID_CSRF_TOKEN: 403,
     ErrorCode.FORBIDDEN_ORIGIN: 403,
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.JOB_NOT_FOUND: 404,
     ErrorCode.ITEM_NOT_FOUND: 404,
     ErrorCode.FILE_NOT_FOUND: 404,
+    ErrorCode.TOKEN_NOT_FOUND: 404,
     ErrorCode.JOB_FINISHED: 409,
     ErrorCode.JOB_NOT_FAILED: 409,
     ErrorCode.SUBMIT_FAILED: 503,
@@ -76,6 +80,20 @@ class ApiError(LibrarianError):
         return http_status(self.code)
 
 
+class Unauthorized(ApiError):
+    """401: the request names nobody, or a token or session that is not valid. Its answer
+    says how to authenticate (``WWW-Authenticate``, RFC 6750)."""
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        super().__init__(ErrorCode.UNAUTHORIZED, message)
+        self.invalid_token = invalid_token
+
+    @property
+    def challenge(self) -> str:
+        return 'Bearer realm="librarian"' + (', error="invalid_token"' if self.invalid_token
+                                             else "")
+
+
 def error_body(code: ErrorCode, message: str, stage: str | None = None,
                request_id: str | None = None) -> dict[str, object]:
     error: dict[str, object] = {"code": code.value, "message": message}
@@ -89,8 +107,12 @@ def error_response(exc: LibrarianError, request_id: str | None = None) -> JSONRe
     # An ApiError is the request's own fault: its stage says nothing the status does not.
     stage = None if isinstance(exc, ApiError) else exc.stage
     status = http_status(exc.code)
+    headers = retry_headers(status)
+    if status == 401:  # a 401 always names the scheme that would do (RFC 9110)
+        headers["WWW-Authenticate"] = (exc.challenge if isinstance(exc, Unauthorized)
+                                       else 'Bearer realm="librarian"')
     return JSONResponse(error_body(exc.code, exc.message, stage, request_id), status_code=status,
-                        headers=retry_headers(status))
+                        headers=headers)
 
 
 def log_failure(request: Request, what: str, exc: BaseException, *, request_id: str,

@@ -1,6 +1,10 @@
 """``GET /api/v1/health``: Redis, the catalog and Dagster, each checked with a short timeout;
 the event mirror and the embedding service reported.
 
+Anyone may ask (a load balancer has no token), and gets the status alone: ``200 {"status":
+"ok"}`` or ``503 {"status": "unavailable"}``. Which check failed, the mirror's lag, the
+embedding model and the restarts per process are for authenticated clients (any scope).
+
 A check that fails is reported in plain words (what is down, and whether it refused or did not
 answer); the exception itself, with its hosts and ports, goes to the log under the request id.
 """
@@ -12,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.authentication import UnauthenticatedUser
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -55,6 +60,9 @@ async def health(request: Request) -> JSONResponse:
     for name, result in zip(checks, results, strict=True):
         if isinstance(result, BaseException):
             log_failure(request, f"health: {name} is down", result, request_id=request_id)
+    if not request.scope.get("user", UnauthenticatedUser()).is_authenticated:
+        return JSONResponse({"status": "ok" if not down else "unavailable"},
+                            status_code=503 if down else 200)
     mirror: dict[str, float] = {}
     if "redis" not in down:
         raw: Any = await state.jobs.r.hgetall(state.jobs.keys.mirror_stats)

@@ -2,7 +2,10 @@
 
 Paths and methods come from the application's routing table, so the document cannot list a
 route that does not exist; each route's summary, parameters and responses come from
-:data:`OPERATIONS`, and a route missing from it is an error (tested).
+:data:`OPERATIONS`, and a route missing from it is an error (tested). Who may call each route
+comes from the one table of scopes, :data:`librarian_api.auth.ROUTE_SCOPES`: its security
+requirement (a Bearer token or the session cookie, with the scope as the role OpenAPI 3.1
+allows), and its 401 and 403 answers.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
+from librarian_api.auth import CSRF_HEADER, PUBLIC, ROUTE_SCOPES, SESSION_COOKIE, api_routes
 from librarian_api.security import STATE_CHANGING
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -37,6 +40,34 @@ STATE_CHANGING_GUARDED = {
     "403": _error("sent by a page of another origin (forbidden_origin)"),
     "413": _error("the body is larger than LIBRARIAN_MAX_BODY_BYTES (body_too_large)"),
 }
+
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "lbr_…", "description": (
+        "An API token (`librarian token create`), sent as `Authorization: Bearer <token>`. "
+        "Its scope is read, write or admin; each operation names the one it needs.")},
+    "cookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE, "description": (
+        "The web page's session, set by POST /api/v1/session. A POST, PUT, PATCH or DELETE "
+        f"authenticated by it must also send the session's CSRF token in `{CSRF_HEADER}`.")},
+}
+UNAUTHENTICATED = _error("no credentials, or a token or session that is not valid "
+                         "(unauthorized); the answer carries WWW-Authenticate: Bearer")
+FORBIDDEN = _error("the token's scope does not cover this operation (forbidden)")
+CSRF_FORBIDDEN = _error(f"signed in by cookie without the session's {CSRF_HEADER} header "
+                        "(invalid_csrf_token)")
+
+
+def _security(path: str, method: str) -> dict[str, Any]:
+    """The operation's security requirement and the answers authentication adds."""
+    needed = ROUTE_SCOPES[(path, method)]
+    if needed is PUBLIC:
+        # Credentials optional: health says more to an authenticated client.
+        return {"security": [{}, {"bearer": []}, {"cookie": []}], "responses": {}}
+    responses = {"401": UNAUTHENTICATED, "403": FORBIDDEN}
+    if method.upper() in STATE_CHANGING:
+        responses["403"] = _merged({"403": FORBIDDEN}, {"403": CSRF_FORBIDDEN})["403"]
+    return {"security": [{"bearer": [needed.value]}, {"cookie": [needed.value]}],
+            "x-required-scope": needed.value, "responses": responses}
 
 
 def _op(summary: str, responses: dict[str, str], params: list[dict[str, Any]] | None = None,
@@ -106,24 +137,61 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {"name": "mode", "in": "query", "schema": {"type": "string",
                                                    "enum": ["hybrid", "dense", "sparse"]}},
         *FILTERS, PAGING[0]]),
-    ("/api/v1/health", "get"): _op("Health of Redis, the catalog and Dagster (the mirror and "
-                                   "the embedding service reported)", {
+    ("/api/v1/session", "post"): {
+        **_op("Sign in with an API token: sets the session cookie (HttpOnly, SameSite=Strict), "
+              "answers the session's CSRF token", {
+                  "201": "signed in", "401": "the token is not valid",
+                  "415": "the body is not sent as application/json (unsupported_media_type)",
+                  "422": "no token in the body"}),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["token"], "properties": {
+                "token": {"type": "string"}}}}}}},
+    ("/api/v1/session", "get"): _op("Who is signed in, and the session's CSRF token", {
+        "200": "the token's name and scope; csrf_token for a cookie session"}),
+    ("/api/v1/session", "delete"): _op("Sign out: ends the session", {"204": "signed out"}),
+    ("/api/v1/tokens", "get"): _op("API tokens (never the tokens themselves)", {
+        "200": "tokens"}),
+    ("/api/v1/tokens", "post"): {
+        **_op("Create an API token; the answer is the only time it is shown", {
+            "201": "the token, once",
+            "415": "the body is not sent as application/json (unsupported_media_type)",
+            "422": "no name, or an unknown scope"}),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string", "maxLength": 100},
+                "scope": {"type": "string", "enum": ["read", "write", "admin"],
+                          "default": "read"}}}}}}},
+    ("/api/v1/tokens/{token_id}", "delete"): _op(
+        "Revoke a token (and the sessions signed in with it): at once in this process, within "
+        "LIBRARIAN_AUTH_CACHE_SECONDS in others", {"200": "revoked", "404": "unknown token"},
+        [{"name": "token_id", "in": "path", "required": True, "schema": {"type": "integer"}}]),
+    ("/api/v1/health", "get"): _op("Health of Redis, the catalog and Dagster: the status alone "
+                                   "without credentials; with any token or session, each "
+                                   "check, the mirror and the embedding service", {
         "200": "all up", "503": "something is down"}),
     ("/api/v1/openapi.json", "get"): _op("This document", {"200": "OpenAPI document"}),
 }
 
 
-def api_routes(routes: list[Any]) -> list[tuple[str, str]]:
-    """(path, method) of every API route, path parameters without converters."""
-    import re
+ERROR_SCHEMA = {"type": "object", "properties": {"error": {
+    "type": "object", "required": ["code", "message", "request_id"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"},
+        "stage": {"type": "string"},
+        # Also in the X-Request-ID header; the server's log names it with the details.
+        "request_id": {"type": "string"}}}}}
 
-    found: list[tuple[str, str]] = []
-    for route in routes:
-        if isinstance(route, Route) and route.path.startswith("/api/"):
-            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
-            found.extend((path, m.lower()) for m in sorted(route.methods or [])
-                         if m not in ("HEAD",))
-    return found
+
+def _merged(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Responses of the guards, authentication and the operation: one status that several
+    give (a 403 for another origin, a scope, a CSRF token) lists every reason."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for status, response in layer.items():
+            if status in merged and merged[status] is not response:
+                response = {**merged[status], "description": merged[status]["description"]
+                            + "; or " + response["description"]}
+            merged[status] = response
+    return merged
 
 
 def build(routes: list[Any]) -> dict[str, Any]:
@@ -132,18 +200,16 @@ def build(routes: list[Any]) -> dict[str, Any]:
         op = OPERATIONS[(path, method)]
         guards = {**GUARDED, **(STATE_CHANGING_GUARDED if method.upper() in STATE_CHANGING
                                 else {})}
-        paths.setdefault(path, {})[method] = {**op, "responses": {**guards, **op["responses"]}}
+        auth = _security(path, method)
+        paths.setdefault(path, {})[method] = {**op, **auth, "responses": _merged(
+            guards, auth["responses"], op["responses"])}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Librarian", "version": "1",
                  "description": "Turn URLs into a searchable knowledge library."},
         "paths": paths,
-        "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {
-            "type": "object", "required": ["code", "message", "request_id"], "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"},
-                "stage": {"type": "string"},
-                # Also in the X-Request-ID header; the server's log names it with the details.
-                "request_id": {"type": "string"}}}}}}},
+        "components": {"securitySchemes": SECURITY_SCHEMES,
+                       "schemas": {"Error": ERROR_SCHEMA}},
     }
 
 

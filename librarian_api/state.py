@@ -17,6 +17,7 @@ from librarian.settings import Settings
 from librarian.storage.catalog import Catalog
 from librarian.storage.objects import ObjectStore
 from librarian.storage.vectors import VectorStore
+from librarian_api.credentials import SessionStore, TokenCache
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.fanout import EventHub
 from librarian_api.submitter import Submitter
@@ -67,6 +68,8 @@ class AppState:
     vectors: VectorStore
     hub: EventHub
     submitter: Submitter
+    tokens: TokenCache
+    sessions: SessionStore
     unknown_jobs: UnknownJobs = field(default_factory=UnknownJobs)
     _embedder: Embedder | None = None
 

@@ -136,6 +136,9 @@ def settings(databases: dict[str, str], redis_url: str, redis_prefix: str,
         fetch_connect_timeout=3,
         watchlist_interval_seconds=1,
         sse_heartbeat_seconds=15,
+        # Every test API listens on 127.0.0.1. Authentication has tests of its own
+        # (tests/integration/test_auth.py), and the end-to-end stack runs with it on.
+        auth="off",
     )
 
 

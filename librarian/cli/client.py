@@ -1,5 +1,12 @@
 """The ``librarian`` commands that talk to a running API: ingest, status, jobs, retry, cancel,
-search, and the watchlist. Human output by default; ``--json`` prints the API's JSON.
+search, API tokens, and the watchlist. Human output by default; ``--json`` prints the API's
+JSON.
+
+Every request carries ``Authorization: Bearer`` with ``LIBRARIAN_API_TOKEN``, or, for an API on
+this machine, the admin token ``librarian run`` keeps in ``<data dir>/admin.token`` (see
+:mod:`librarian.cli.admin_token`). ``librarian token`` manages tokens through the API (an admin
+token), or, with ``--database``, directly in the catalog database of ``LIBRARIAN_DATABASE_URL``:
+the way to make the first token of a deployment whose API has none.
 
 Titles, URLs, messages and snippets come from fetched pages: every human line goes out through
 :func:`~librarian.cli.printable.printable` (``--json`` is escaped by JSON itself).
@@ -19,6 +26,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from librarian.canonical_url import canonicalize
+from librarian.cli.admin_token import token_for
 from librarian.cli.printable import printable
 from librarian.errors import InvalidURL
 from librarian.jobs.events import TERMINAL_EVENTS
@@ -27,9 +35,12 @@ TERMINAL = {kind.value for kind in TERMINAL_EVENTS}
 
 
 class ApiClient:
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str | None = None) -> None:
         self.base = base.rstrip("/")
-        self.http = httpx.Client(base_url=self.base, timeout=60)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # Streams (stream_url) are on the same API: the header goes with them too.
+        self.http = httpx.Client(base_url=self.base, timeout=60, headers=headers)
+        self.has_token = token is not None
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -40,8 +51,12 @@ class ApiClient:
         body = response.json() if response.content else {}
         if response.status_code >= 400:
             error = body.get("error", {})
+            hint = ""
+            if response.status_code == 401 and not self.has_token:
+                hint = ("\nset LIBRARIAN_API_TOKEN to an API token (librarian run keeps an "
+                        "admin token in <data dir>/admin.token)")
             raise SystemExit(printable(f"error {response.status_code}: {error.get('code')}: "
-                                       f"{error.get('message')}"))
+                                       f"{error.get('message')}") + hint)
         return body
 
 
@@ -174,6 +189,58 @@ def cmd_reembed(client: ApiClient, args: argparse.Namespace) -> int:
     return 0 if body["remaining"] == 0 or body["accepted"] else 1
 
 
+def cmd_token(client: ApiClient, args: argparse.Namespace) -> int:
+    """``librarian token create|list|revoke``, through the API or (``--database``) directly."""
+    if args.database:
+        body = _token_in_database(args)
+    elif args.action == "create":
+        body = client.call("POST", "/tokens", json={"name": args.name, "scope": args.scope})
+    elif args.action == "list":
+        body = client.call("GET", "/tokens")
+    else:
+        body = client.call("DELETE", f"/tokens/{args.id}")
+    if args.json:
+        print(json.dumps(body, indent=2))
+    elif args.action == "create":
+        print(printable(f"token {body['id']} {body['name']!r} ({body['scope']}):"))
+        print(body["token"])
+        print("It is shown only this once: keep it somewhere safe.", file=sys.stderr)
+    elif args.action == "list":
+        for t in body["tokens"]:
+            state = f"revoked {t['revoked_at'][:19]}" if t["revoked_at"] else "valid"
+            used = (t["last_used_at"] or "never")[:19]
+            print(printable(f"{t['id']:>4}  {t['scope']:5}  {state:27}  last used {used:19}  "
+                            f"{t['name']}"))
+    else:
+        print(printable(f"token {body['id']} {body['name']!r} revoked"))
+    return 0
+
+
+def _token_in_database(args: argparse.Namespace) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from librarian.settings import Settings
+    from librarian.storage.tokens import ApiTokens
+
+    engine = sa.create_engine(Settings().database_url)
+    tokens = ApiTokens(engine)
+    try:
+        if args.action == "create":
+            try:
+                info, token = tokens.create(args.name, args.scope)
+            except ValueError as exc:
+                raise SystemExit(str(exc)) from exc
+            return {**info.as_json(), "token": token}
+        if args.action == "list":
+            return {"tokens": [t.as_json() for t in tokens.all()]}
+        revoked = tokens.revoke(args.id)
+        if revoked is None:
+            raise SystemExit(f"error: token_not_found: no token {args.id}")
+        return revoked.as_json()
+    finally:
+        engine.dispose()
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from librarian.settings import Settings
 
@@ -201,8 +268,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    def api_command(name: str, help: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, help=help)
+    def api_command(name: str, help: str, parent: Any = sub) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(name, help=help)
         parser.add_argument("--api", default=os.environ.get("LIBRARIAN_API_URL",
                                                             "http://127.0.0.1:8000"))
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -229,6 +296,21 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(api_func=cmd_search)
     p = api_command("reembed", "refresh items whose vectors come from another model")
     p.set_defaults(api_func=cmd_reembed)
+    p = sub.add_parser("token", help="create, list or revoke API tokens (admin)")
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, help in (("create", "make a token; it is printed once"),
+                         ("list", "every token (never the tokens themselves)"),
+                         ("revoke", "revoke a token by its id")):
+        a = api_command(action, help, parent=actions)
+        a.add_argument("--database", action="store_true",
+                       help="use the catalog database (LIBRARIAN_DATABASE_URL) instead of the "
+                            "API: for the first token of a deployment")
+        a.set_defaults(api_func=cmd_token)
+        if action == "create":
+            a.add_argument("--name", required=True, help="what the token is for")
+            a.add_argument("--scope", choices=["read", "write", "admin"], default="read")
+        elif action == "revoke":
+            a.add_argument("id", type=int)
     p = sub.add_parser("watch", help="edit the watchlist the sensor reads")
     p.add_argument("action", choices=["add", "remove", "list"])
     p.add_argument("urls", nargs="*")
@@ -237,5 +319,5 @@ def add_commands(sub: Any) -> None:
 
 
 def run_api_command(args: argparse.Namespace) -> int:
-    code: int = args.api_func(ApiClient(args.api), args)
+    code: int = args.api_func(ApiClient(args.api, token_for(args.api)), args)
     return code

@@ -136,6 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         redis_server.start()
         for name in ("librarian", "dagster"):
             postgres.create_database(name)
+        # The admin token before the API starts: once it answers, its token is in the file.
+        access = _admin_access(settings, data_dir, f"{postgres.url}/librarian")
         # The application role's URLs, never the set-up superuser's.
         stack.env.update({
             "LIBRARIAN_DATABASE_URL": f"{postgres.url}/librarian",
@@ -151,10 +153,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name in list(stack.procs):
             supervisor.watch(name, partial(stack.alive, name), partial(stack.restart, name))
         print(f"\nLibrarian is running.\n"
+              f"  web page   http://127.0.0.1:{ports.api}/\n"
               f"  API        http://127.0.0.1:{ports.api}/api/v1/health\n"
               f"  Dagster UI http://127.0.0.1:{ports.dagster}\n"
               f"  watchlist  {Settings(data_dir=data_dir).resolved_watchlist_path}\n"
-              f"  logs       {stack.logs}\nPress Ctrl-C to stop.", flush=True)
+              f"  logs       {stack.logs}\n{access}Press Ctrl-C to stop.", flush=True)
         while True:
             time.sleep(1.0)
             try:
@@ -174,6 +177,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         redis_server.stop()
         postgres.stop()
         print("stopped.", flush=True)
+
+
+def _admin_access(settings: Settings, data_dir: Path, database_url: str) -> str:
+    """The admin token on first start (made, kept in ``<data>/admin.token``, shown once), and
+    what to tell about it on every start."""
+    import sqlalchemy as sa
+
+    from librarian.cli.admin_token import admin_token_path, ensure_admin_token
+    from librarian.storage.catalog import migrate
+    from librarian.storage.tokens import ApiTokens
+
+    if settings.auth == "off":
+        return ("  auth       off (LIBRARIAN_AUTH=off): every client on this machine is admin\n")
+    path = admin_token_path(data_dir)
+    migrate(database_url)  # the tokens' table (the stack's own migration finds nothing to do)
+    engine = sa.create_engine(database_url)
+    try:
+        outcome, token = ensure_admin_token(path, ApiTokens(engine))
+    finally:
+        engine.dispose()
+    if outcome == "created":
+        return (f"  admin token {token}\n"
+                f"             shown this once; kept in {path} (mode 0600), which the\n"
+                f"             librarian commands on this machine use. Sign in to the web page "
+                f"with it.\n")
+    if outcome == "not valid":
+        return (f"  admin token {path} holds a token the catalog does not accept (revoked?):\n"
+                f"             remove the file to get a new one on the next start\n")
+    return f"  admin token in {path}\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -67,6 +67,8 @@ class Stack:
             "LIBRARIAN_DAGSTER_PORT": str(self.ports.dagster),
             "LIBRARIAN_CODE_SERVER_HOST": self.host,
             "LIBRARIAN_CODE_SERVER_PORT": str(self.ports.code_server),
+            # The address the API is given as --host: whether it may run with auth off.
+            "LIBRARIAN_API_HOST": self.host,
             "PYTHONUNBUFFERED": "1",
         }
 

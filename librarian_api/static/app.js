@@ -1,9 +1,16 @@
-// Librarian's page: submit URLs, follow each job live over Server-Sent Events, browse and
-// search the library. Plain browser APIs only (fetch, EventSource): no build step.
+// Librarian's page: sign in with an API token, submit URLs, follow each job live over
+// Server-Sent Events, browse and search the library. Plain browser APIs only (fetch,
+// EventSource): no build step.
 "use strict";
 
 const API = "/api/v1";
+// The session's CSRF token: in memory only (never in storage another script could read), sent
+// on every request that changes something. After a reload, GET /session gives it again.
+let csrfToken = null;
 const ERROR_WORDS = {
+  unauthorized: "Sign in again.",
+  forbidden: "Your token's scope does not allow this.",
+  invalid_csrf_token: "Reload the page and try again.",
   invalid_url: "That is not a web address Librarian can fetch.",
   blocked_address: "The address points into a private network, which is not allowed.",
   dns_error: "The site's name could not be found.",
@@ -31,14 +38,64 @@ const el = (tag, attrs = {}, ...children) => {
   return node;
 };
 
-async function api(path, options = {}) {
-  const response = await fetch(API + path, {
-    headers: { "Content-Type": "application/json" }, ...options });
+async function api(path, { signingIn = false, ...options } = {}) {
+  const method = (options.method || "GET").toUpperCase();
+  const headers = { "Content-Type": "application/json" };
+  if (csrfToken && method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = csrfToken;
+  const response = await fetch(API + path, { ...options, headers, credentials: "same-origin" });
   const body = response.status === 204 ? null : await response.json();
+  // Not signed in, or the session ended (expired, signed out elsewhere, token revoked).
+  if (response.status === 401 && !signingIn) showSignIn();
   if (!response.ok) throw Object.assign(new Error(body?.error?.message || response.statusText),
                                         { code: body?.error?.code });
   return body;
 }
+
+// -- signing in ------------------------------------------------------------------------------
+
+// Open job streams: closed on sign-out, with what the page showed of the library.
+const streams = new Set();
+
+function showSignIn(message = "") {
+  csrfToken = null;
+  for (const stream of streams) stream.close();
+  streams.clear();
+  for (const id of ["jobs", "items", "item"]) $(id).replaceChildren();
+  $("item-panel").hidden = true;
+  $("app").hidden = true;
+  $("sign-out").hidden = true;
+  $("who").textContent = "";
+  $("sign-in-error").textContent = message;
+  $("sign-in-panel").hidden = false;
+  $("token").focus();
+}
+
+function showApp(session) {
+  csrfToken = session.csrf_token;
+  $("who").textContent = session.via === "local" ? "" : `${session.name} (${session.scope})`;
+  $("sign-out").hidden = session.via !== "cookie";
+  $("sign-in-panel").hidden = true;
+  $("app").hidden = false;
+  loadLibrary();
+}
+
+$("sign-in-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("sign-in-error").textContent = "";
+  try {
+    const session = await api("/session", { method: "POST", signingIn: true,
+                                            body: JSON.stringify({ token: $("token").value.trim() }) });
+    $("token").value = "";
+    showApp(session);
+  } catch (error) {
+    $("sign-in-error").textContent = error.code === "unauthorized"
+      ? "That token is not valid (unknown or revoked)." : explain(error);
+  }
+});
+
+$("sign-out").onclick = async () => {
+  try { await api("/session", { method: "DELETE" }); } finally { showSignIn(); }
+};
 
 function explain(error) {
   return `${ERROR_WORDS[error.code] || error.message} (${error.code}${error.stage ? ", " + error.stage : ""})`;
@@ -59,6 +116,7 @@ function followJob(job, url) {
   $("jobs").prepend(card);
   const setStatus = (kind, text) => { card.className = `job ${kind}`; status.textContent = text; };
   const stream = new EventSource(job.stream_url);
+  streams.add(stream);
   const on = (type, handler) => stream.addEventListener(type, (e) => handler(JSON.parse(e.data)));
   on("job_started", () => setStatus("running", "started"));
   // Each event carries the whole job's percent (job_percent): nothing is recomputed here.
@@ -88,7 +146,16 @@ function followJob(job, url) {
     stream.close();
     loadLibrary();
   });
-  on("error", (e) => { setStatus("failed", "failed: " + explain(e.error || e)); stream.close(); });
+  stream.addEventListener("error", (e) => {
+    if (e.data !== undefined) {  // the job's error event
+      const event = JSON.parse(e.data);
+      setStatus("failed", "failed: " + explain(event.error || event));
+      stream.close();
+    } else if (stream.readyState === EventSource.CLOSED) {
+      // Refused (a 401 when the session ended): asking who is signed in shows the sign-in box.
+      api("/session").catch(() => {});
+    }
+  });
   on("job_cancelled", () => { setStatus("cancelled", "cancelled"); stream.close(); });
 }
 
@@ -185,4 +252,7 @@ $("close-item").onclick = () => { $("item-panel").hidden = true; };
 
 api("/health").then((h) => { $("health").textContent = h.status; })
   .catch((e) => { $("health").textContent = "unavailable: " + e.message; });
-loadLibrary();
+// Signed in already (the session cookie, or authentication off on this machine)?
+api("/session").then(showApp).catch((e) => {
+  if (e.code !== "unauthorized") $("health").textContent = "unavailable: " + e.message;
+});

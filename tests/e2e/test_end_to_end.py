@@ -27,6 +27,14 @@ from tests.support.pages import PageServer
 
 pytestmark = pytest.mark.e2e
 TERMINAL = {"job_completed", "error", "job_cancelled"}
+# The stack runs with authentication on: every request here carries the admin token.
+http = httpx.Client()
+
+
+@pytest.fixture(autouse=True)
+def _authenticated(api_token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    http.headers["Authorization"] = f"Bearer {api_token}"
+    monkeypatch.setenv("LIBRARIAN_API_TOKEN", api_token)  # for the CLI the tests run
 
 
 def first_run(instance: Any, job_id: str, timeout: float = 60) -> str:
@@ -47,7 +55,7 @@ def read_stream(url: str, timeout: float = 90) -> list[dict[str, Any]]:
     """SSE events (parsed) until the terminal one."""
     events: list[dict[str, Any]] = []
     current: dict[str, str] = {}
-    with httpx.stream("GET", url, timeout=timeout) as response:
+    with http.stream("GET", url, timeout=timeout) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith(":"):
@@ -72,12 +80,12 @@ def test_a_submitted_url_streams_its_progress_and_lands_in_the_library(
     embedder = EmbeddingClient(stack.embedder_socket)
     before = embedder.ping()
     assert before is not None
-    response = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30)
+    response = http.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30)
     assert response.status_code == 202, response.text
     job = response.json()
     assert set(job) >= {"job_id", "status_url", "stream_url"}
 
-    again = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/article.html")},
+    again = http.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/article.html")},
                        timeout=30)
     assert again.status_code == 200 and again.json()["job_id"] == job["job_id"]
 
@@ -96,13 +104,13 @@ def test_a_submitted_url_streams_its_progress_and_lands_in_the_library(
     assert result["item_id"] == item_id_for(canonical.url)
     assert result["title"] == "Growing Tomatoes at Home"
 
-    record = httpx.get(job["status_url"]).json()
+    record = http.get(job["status_url"]).json()
     assert record["status"] == "completed" and record["percent"] == 100
     assert record["result"]["item_id"] == result["item_id"]
 
-    item = httpx.get(f"{api}/api/v1/library/{result['item_id']}").json()
+    item = http.get(f"{api}/api/v1/library/{result['item_id']}").json()
     assert item["canonical_url"] == canonical.url and item["current_version"] == 1
-    library = httpx.get(f"{api}/api/v1/library").json()["items"]
+    library = http.get(f"{api}/api/v1/library").json()["items"]
     assert result["item_id"] in [i["id"] for i in library]
 
     stack_settings = Settings(data_dir=stack.data_dir)
@@ -117,7 +125,7 @@ def test_a_submitted_url_streams_its_progress_and_lands_in_the_library(
     assert after is not None and after["texts"] - before["texts"] >= chunks > 0
     # The API embeds the query with the same model (through the same service): dense search
     # lands in the collection the run wrote.
-    found = httpx.get(f"{api}/api/v1/search", params={"q": "how to grow cherry tomatoes",
+    found = http.get(f"{api}/api/v1/search", params={"q": "how to grow cherry tomatoes",
                                                       "mode": "dense"}, timeout=30).json()
     assert found["results"][0]["item_id"] == result["item_id"], found
     assert embedder.ping()["texts"] > after["texts"]  # type: ignore[index]
@@ -140,15 +148,15 @@ def test_a_failing_url_ends_with_an_error_event_and_no_item(
         api: str, page_server: PageServer, target: str, code: str) -> None:
     url = (f"http://127.0.0.1:{free_port()}/nothing" if target == "refused"
            else page_server.url(target))
-    job = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
+    job = http.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
     events = read_stream(job["stream_url"])
     last = events[-1]
     assert last["event"] == "error"
     assert last["error"]["stage"] == "extract" and last["error"]["code"] == code
-    record = httpx.get(job["status_url"]).json()
+    record = http.get(job["status_url"]).json()
     assert record["status"] == "failed" and record["error"]["code"] == code
     item_id = item_id_for(canonicalize(url).url)
-    assert httpx.get(f"{api}/api/v1/library/{item_id}").status_code == 404
+    assert http.get(f"{api}/api/v1/library/{item_id}").status_code == 404
 
 
 def test_a_url_added_to_the_watchlist_is_ingested_by_the_sensor(
@@ -160,7 +168,7 @@ def test_a_url_added_to_the_watchlist_is_ingested_by_the_sensor(
     item_id = item_id_for(canonicalize(url).url)
     deadline = time.monotonic() + 120
     while True:
-        response = httpx.get(f"{api}/api/v1/library/{item_id}")
+        response = http.get(f"{api}/api/v1/library/{item_id}")
         if response.status_code == 200:
             break
         assert time.monotonic() < deadline, "the sensor's run did not land in time"
@@ -170,7 +178,7 @@ def test_a_url_added_to_the_watchlist_is_ingested_by_the_sensor(
 
 def test_runs_are_started_by_the_warm_run_pool(
         api: str, page_server: PageServer, instance: Any) -> None:
-    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
+    job = http.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
                                                    "?pool=1"}, timeout=30).json()
     assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
     tags = instance.get_run_by_id(first_run(instance, job["job_id"])).tags
@@ -181,7 +189,7 @@ def test_with_the_run_pool_down_runs_still_complete_through_the_stock_launcher(
         api: str, stack: Stack, page_server: PageServer, instance: Any) -> None:
     stack.stop_process("run-pool")
     try:
-        job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
+        job = http.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
                                                        "?pool=down"}, timeout=30).json()
         assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
         run = instance.get_run_by_id(first_run(instance, job["job_id"]))
@@ -190,7 +198,7 @@ def test_with_the_run_pool_down_runs_still_complete_through_the_stock_launcher(
                    for e in instance.all_logs(run.run_id))
     finally:
         stack.start_pool()
-    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
+    job = http.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
                                                    "?pool=back"}, timeout=30).json()
     assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
     assert instance.get_run_by_id(first_run(instance, job["job_id"])
@@ -200,7 +208,7 @@ def test_with_the_run_pool_down_runs_still_complete_through_the_stock_launcher(
 def test_items_embedded_with_another_model_are_embedded_again_on_request(
         api: str, stack: Stack, page_server: PageServer) -> None:
     url = page_server.url("/notes.txt") + "?reembed=1"
-    job = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
+    job = http.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
     assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
     canonical = canonicalize(url).url
     item_id = item_id_for(canonical)
@@ -210,7 +218,7 @@ def test_items_embedded_with_another_model_are_embedded_again_on_request(
         with catalog.engine.begin() as conn:
             conn.execute(sa.text("UPDATE item_versions SET embedding_model = 'older-model'"
                                  " WHERE item_id = :id"), {"id": item_id})
-        body = httpx.post(f"{api}/api/v1/library/reembed", timeout=60).json()
+        body = http.post(f"{api}/api/v1/library/reembed", timeout=60).json()
         assert body["model"] == "all-MiniLM-L6-v2-int8-dq8" and body["stale"] >= 1, body
         [mine] = [r for r in body["results"] if r["url"] == canonical]
         assert mine["status_code"] == 202
@@ -229,7 +237,7 @@ def test_items_embedded_with_another_model_are_embedded_again_on_request(
 
 
 def test_health_is_ok_when_everything_runs(api: str) -> None:
-    body = httpx.get(f"{api}/api/v1/health", timeout=10).json()
+    body = http.get(f"{api}/api/v1/health", timeout=10).json()
     assert (body["status"], body["down"]) == ("ok", [])
     assert body["checks"] == {"redis": "ok", "catalog": "ok", "dagster": "ok"}
     # The mirror has written (earlier tests ran jobs) and says how far behind it was.
@@ -270,12 +278,12 @@ def test_a_killed_run_worker_is_retried_once_then_reported_failed(
     import signal
 
     url = page_server.url("/slow") + "?3"
-    job = httpx.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
+    job = http.post(f"{api}/api/v1/ingest", json={"url": url}, timeout=30).json()
     run_id = first_run(instance, job["job_id"])
     os.kill(_worker_pid(instance, run_id), signal.SIGKILL)
     retry = _latest_run_of(instance, job["job_id"], after={run_id})
     _worker_pid(instance, retry)
-    with httpx.stream("GET", job["stream_url"], timeout=60) as live:
+    with http.stream("GET", job["stream_url"], timeout=60) as live:
         assert live.status_code == 200
         lines = live.iter_lines()
         os.kill(_worker_pid(instance, retry), signal.SIGKILL)
@@ -293,9 +301,9 @@ def test_a_killed_run_worker_is_retried_once_then_reported_failed(
     last = events[-1]
     assert last["event"] == "error" and last["error"]["code"] == "run_failed"
     assert last["error"]["stage"] == "extract"
-    record = httpx.get(job["status_url"]).json()
+    record = http.get(job["status_url"]).json()
     assert record["status"] == "failed" and record["attempt"] == 2
-    assert httpx.get(f"{api}/api/v1/library/{item_id_for(canonicalize(url).url)}"
+    assert http.get(f"{api}/api/v1/library/{item_id_for(canonicalize(url).url)}"
                      ).status_code == 404
 
 
@@ -305,15 +313,15 @@ def test_unknown_run_id_is_404_and_a_job_redis_lost_is_answered_from_dagster(
 
     import redis
 
-    assert httpx.get(f"{api}/api/v1/ingest/{uuid.uuid4()}", timeout=30).status_code == 404
-    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
+    assert http.get(f"{api}/api/v1/ingest/{uuid.uuid4()}", timeout=30).status_code == 404
+    job = http.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/notes.txt") +
                                                    "?lost=1"}, timeout=30).json()
     assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
     client = redis.Redis.from_url(settings.redis_url)
     prefix = settings.redis_prefix
     client.delete(f"{prefix}job:{job['job_id']}", f"{prefix}job:{job['job_id']}:events")
     client.close()
-    record = httpx.get(job["status_url"], timeout=30).json()
+    record = http.get(job["status_url"], timeout=30).json()
     assert record["status"] == "completed"
     events = read_stream(job["stream_url"])
     assert [e["event"] for e in events] == ["job_completed"]
@@ -321,40 +329,40 @@ def test_unknown_run_id_is_404_and_a_job_redis_lost_is_answered_from_dagster(
 
 def test_cancelling_a_running_job_ends_its_stream_with_job_cancelled(
         api: str, page_server: PageServer, instance: Any) -> None:
-    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/slow") + "?4"},
+    job = http.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/slow") + "?4"},
                      timeout=30).json()
     _worker_pid(instance, first_run(instance, job["job_id"]))  # the run is executing extract
-    response = httpx.post(f"{api}/api/v1/ingest/{job['job_id']}/cancel", timeout=30)
+    response = http.post(f"{api}/api/v1/ingest/{job['job_id']}/cancel", timeout=30)
     assert response.status_code == 202, response.text
     events = read_stream(job["stream_url"])
     assert events[-1]["event"] == "job_cancelled"
-    assert httpx.get(job["status_url"]).json()["status"] == "cancelled"
-    again = httpx.post(f"{api}/api/v1/ingest/{job['job_id']}/cancel", timeout=30)
+    assert http.get(job["status_url"]).json()["status"] == "cancelled"
+    again = http.post(f"{api}/api/v1/ingest/{job['job_id']}/cancel", timeout=30)
     assert again.status_code == 409
 
 
 def test_a_failed_job_retried_continues_its_stream_to_completion(
         api: str, page_server: PageServer) -> None:
     path = "/appears-later"
-    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url(path)},
+    job = http.post(f"{api}/api/v1/ingest", json={"url": page_server.url(path)},
                      timeout=30).json()
     first = read_stream(job["stream_url"])
     assert first[-1]["event"] == "error" and first[-1]["error"]["code"] == "not_found"
-    failed = httpx.get(f"{api}/api/v1/jobs", params={"status": "failed", "limit": 100}).json()
+    failed = http.get(f"{api}/api/v1/jobs", params={"status": "failed", "limit": 100}).json()
     assert job["job_id"] in [j["job_id"] for j in failed["jobs"]]
 
     page_server.pages[path] = page_server.pages["/notes.txt"]
-    response = httpx.post(f"{api}/api/v1/ingest/{job['job_id']}/retry", timeout=30)
+    response = http.post(f"{api}/api/v1/ingest/{job['job_id']}/retry", timeout=30)
     assert response.status_code == 202, response.text
     assert response.json()["job_id"] == job["job_id"]
     rest = read_stream(job["stream_url"] + f"?last_event_id={first[-1]['id']}")
     assert rest[0]["event"] == "job_started" and rest[-1]["event"] == "job_completed"
-    assert httpx.get(job["status_url"]).json()["status"] == "completed"
+    assert http.get(job["status_url"]).json()["status"] == "completed"
 
 
 def test_a_batch_submission_answers_per_url(api: str, page_server: PageServer) -> None:
     urls = [page_server.url("/notes.txt") + "?batch=1", "ftp://nope.example/"]
-    response = httpx.post(f"{api}/api/v1/ingest/batch", json={"urls": urls}, timeout=60)
+    response = http.post(f"{api}/api/v1/ingest/batch", json={"urls": urls}, timeout=60)
     assert response.status_code == 202
     body = response.json()
     assert body["accepted"] == 1
@@ -394,11 +402,11 @@ def test_reconnecting_at_any_point_sees_every_event_once_in_order(
     """The reconnect matrix: a client that drops after any event (before, during and after
     each stage, live and after the end) and resumes with Last-Event-ID misses nothing and
     sees nothing twice."""
-    job = httpx.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/slow") + "?1.5"},
+    job = http.post(f"{api}/api/v1/ingest", json={"url": page_server.url("/slow") + "?1.5"},
                      timeout=30).json()
     # Live: drop as soon as the transform stage starts, resume to the end.
     first: list[dict[str, Any]] = []
-    with httpx.stream("GET", job["stream_url"], timeout=60) as response:
+    with http.stream("GET", job["stream_url"], timeout=60) as response:
         current: dict[str, str] = {}
         for line in response.iter_lines():
             if line and not line.startswith(":"):
@@ -421,5 +429,5 @@ def test_reconnecting_at_any_point_sees_every_event_once_in_order(
         resumed = [e["id"] for e in read_stream(
             job["stream_url"] + f"?last_event_id={event['id']}") if e["event"] != "heartbeat"]
         assert resumed == [e["id"] for e in full[k + 1:]], (k, event["event"])
-    resumed_end = httpx.get(job["stream_url"], headers={"Last-Event-ID": full[-1]["id"]})
+    resumed_end = http.get(job["stream_url"], headers={"Last-Event-ID": full[-1]["id"]})
     assert resumed_end.status_code == 204

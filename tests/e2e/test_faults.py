@@ -120,6 +120,8 @@ def running() -> Iterator[Running]:
     data = Path("/tmp") / f"librarian-faults-{ports['api']}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRARIAN_", "DAGSTER_"))}
     env["LIBRARIAN_FETCH_ALLOW_NETWORKS"] = '["127.0.0.1/32"]'
+    # Faults, not authentication, are tested here (the stack listens on loopback only).
+    env["LIBRARIAN_AUTH"] = "off"
     librarian = str(Path(sys.executable).parent / "librarian")
     script = (f"'{librarian}' run --data-dir '{data}' --api-port {ports['api']}"
               f" --dagster-port {ports['dagster']} --code-server-port {ports['code']}"

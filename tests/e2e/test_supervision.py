@@ -1,4 +1,5 @@
-"""``librarian run`` as a person starts it: what dies comes back, and a signal stops it all.
+"""``librarian run`` as a person starts it: the admin token it makes on first start, what dies
+comes back, and a signal stops it all.
 
 The stack is started from a non-interactive shell as a background job, the way a script or a
 CI step starts it, so it inherits SIGINT as ignored; ``librarian run`` must stop on it anyway.
@@ -7,6 +8,7 @@ CI step starts it, so it inherits SIGINT as ignored; ``librarian run`` must stop
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -65,9 +67,11 @@ def _child_running(pid: int, words: str) -> int | None:
     return next((c for c in _children(pid) if words in _cmdline(c) and _running(c)), None)
 
 
-def _health(port: int) -> dict[str, object] | None:
+def _health(port: int, token: str | None = None) -> dict[str, object] | None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=3)
+        response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", headers=headers,
+                             timeout=3)
     except httpx.HTTPError:
         return None
     return response.json() if response.status_code == 200 else None
@@ -110,9 +114,37 @@ def started() -> Iterator[tuple[int, dict[str, int], Path]]:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def _cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A ``librarian`` command as a person on this machine types it: no token given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRARIAN_", "DAGSTER_"))}
+    env["LIBRARIAN_DATA_DIR"] = str(data)
+    return subprocess.run([str(Path(sys.executable).parent / "librarian"), *args],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
 def test_what_dies_is_restarted_and_sigint_from_a_script_stops_everything(
         started: tuple[int, dict[str, int], Path]) -> None:
     pid, ports, data = started
+    api = f"http://127.0.0.1:{ports['api']}"
+
+    # The first start made an admin token: printed once, kept in a file only we can read,
+    # and used by the commands on this machine without being asked for.
+    token_file = data / "admin.token"
+    assert oct(token_file.stat().st_mode & 0o777) == oct(0o600)
+    token = token_file.read_text().strip()
+    assert token.startswith("lbr_")
+    assert Path(f"{data}.log").read_text().count(token) == 1
+    assert httpx.get(f"{api}/api/v1/jobs", timeout=10).status_code == 401
+    jobs = _cli(data, "jobs", "--api", api, "--json")
+    assert jobs.returncode == 0, jobs.stderr
+    assert json.loads(jobs.stdout)["jobs"] == []
+    made = _cli(data, "token", "create", "--name", "reader", "--scope", "read", "--api", api)
+    assert made.returncode == 0, made.stderr
+    reader = made.stdout.split()[-1]
+    assert httpx.get(f"{api}/api/v1/jobs", headers={"Authorization": f"Bearer {reader}"},
+                     timeout=10).status_code == 200
+    elsewhere = _cli(data / "nowhere", "jobs", "--api", api)
+    assert elsewhere.returncode != 0 and "401: unauthorized" in elsewhere.stderr
 
     # kill -9 of the event mirror and of the private Redis: both come back by themselves.
     for words, name in (("librarian mirror", "mirror"), ("redis-server", "redis")):
@@ -121,7 +153,7 @@ def test_what_dies_is_restarted_and_sigint_from_a_script_stops_everything(
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while True:
-            health = _health(ports["api"])
+            health = _health(ports["api"], token)
             replacement = _child_running(pid, words)
             restarts = (health or {}).get("restarts") or {}
             if (replacement not in (None, victim) and isinstance(restarts, dict)

@@ -14,7 +14,7 @@ PACKAGES = ("librarian", "librarian_assets", "librarian_api")
 # librarian's rooms, lowest first: a module imports only from its own rank or below.
 RANKS = {"settings": 0, "errors": 0, "canonical_url": 0, "jobs": 1, "runs": 1, "storage": 2,
          "embedding": 2, "content": 3, "orchestration": 4, "cli": 5, "__main__": 5}
-HANDLERS = {"ingest", "stream", "library", "search", "health", "openapi"}
+HANDLERS = {"ingest", "stream", "library", "search", "health", "openapi", "session", "tokens"}
 
 
 def _modules(package: str) -> list[Path]:

@@ -77,8 +77,8 @@ def _api(monkeypatch: pytest.MonkeyPatch, answer: Callable[[httpx.Request], http
     """The CLI's own ApiClient, talking to ``answer`` instead of a server."""
     real = cli_client.ApiClient.__init__
 
-    def init(self: cli_client.ApiClient, base: str) -> None:
-        real(self, base)
+    def init(self: cli_client.ApiClient, base: str, token: str | None = None) -> None:
+        real(self, base, token)
         self.http = httpx.Client(base_url=self.base, transport=httpx.MockTransport(answer))
 
     monkeypatch.setattr(cli_client.ApiClient, "__init__", init)
