@@ -19,6 +19,8 @@ from librarian.storage.objects import ObjectStore
 from librarian.storage.vectors import VectorStore
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.fanout import EventHub
+from librarian_api.rate_limits import RateLimits
+from librarian_api.stream_slots import StreamSlots
 from librarian_api.submitter import Submitter
 
 T = TypeVar("T")
@@ -67,6 +69,8 @@ class AppState:
     vectors: VectorStore
     hub: EventHub
     submitter: Submitter
+    rate_limits: RateLimits
+    streams: StreamSlots
     unknown_jobs: UnknownJobs = field(default_factory=UnknownJobs)
     _embedder: Embedder | None = None
 
