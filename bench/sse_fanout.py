@@ -154,7 +154,9 @@ def main() -> None:
     port = free_port()
     # Streams, not authentication, are measured (the API listens on 127.0.0.1 only).
     env = {**os.environ, "LIBRARIAN_REDIS_URL": redis_url, "LIBRARIAN_REDIS_PREFIX": prefix,
-           "LIBRARIAN_SSE_HEARTBEAT_SECONDS": "15", "LIBRARIAN_AUTH": "off"}
+           "LIBRARIAN_SSE_HEARTBEAT_SECONDS": "15", "LIBRARIAN_AUTH": "off",
+           # Thousands of streams from one address is the point here: no stream caps.
+           "LIBRARIAN_SSE_MAX_STREAMS_PER_CALLER": "0", "LIBRARIAN_SSE_MAX_STREAMS": "0"}
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "librarian_api.app:create_app",
                             "--factory", "--port", str(port), "--log-level", "warning",
                             "--backlog", "8192"], env=env, preexec_fn=raise_fd_limit)

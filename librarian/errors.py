@@ -73,11 +73,13 @@ class ErrorCode(StrEnum):
     INVALID_QUERY = "invalid_query"
     INVALID_MODE = "invalid_mode"
     INVALID_LAST_EVENT_ID = "invalid_last_event_id"
+    INVALID_FILTER = "invalid_filter"
     JOB_NOT_FOUND = "job_not_found"
     ITEM_NOT_FOUND = "item_not_found"
     FILE_NOT_FOUND = "file_not_found"
     JOB_FINISHED = "job_finished"
     JOB_NOT_FAILED = "job_not_failed"
+    JOB_IN_PROGRESS = "job_in_progress"
     SUBMIT_FAILED = "submit_failed"
     REDIS_UNAVAILABLE = "redis_unavailable"
     CATALOG_UNAVAILABLE = "catalog_unavailable"
@@ -91,6 +93,12 @@ class ErrorCode(StrEnum):
     FORBIDDEN_ORIGIN = "forbidden_origin"
     BODY_TOO_LARGE = "body_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    # The API's limits (librarian_api.rate_limits, .stream_slots, the queue cap). Not
+    # ``rate_limited``: that one is a site answering a fetch with 429.
+    TOO_MANY_REQUESTS = "too_many_requests"
+    QUEUE_FULL = "queue_full"
+    TOO_MANY_STREAMS = "too_many_streams"
+    STREAMS_FULL = "streams_full"
 
 
 class LibrarianError(Exception):

@@ -108,6 +108,20 @@ class Settings(BaseSettings):
     # Server-Sent Events: seconds between heartbeats on an idle stream.
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
+    # Limits of the API (librarian_api.rate_limits, librarian_api.stream_slots, the queue cap in
+    # librarian.jobs.store). Each counts per caller (librarian_api.callers) where it says so;
+    # 0 turns a limit off. Rates are units per minute (a submitted URL, a search) with a burst
+    # (units allowed at once, after a quiet spell): a batch counts one unit per URL.
+    rate_limit_submissions_per_minute: float = Field(default=600.0, ge=0)
+    rate_limit_submissions_burst: int = Field(default=500, ge=1)
+    rate_limit_searches_per_minute: float = Field(default=120.0, ge=0)
+    rate_limit_searches_burst: int = Field(default=30, ge=1)
+    # New submissions are refused (503 queue_full) while this many jobs are queued or running.
+    queue_max_jobs: int = Field(default=10_000, ge=0)
+    # Open event streams: per caller, and in all, per API process.
+    sse_max_streams_per_caller: int = Field(default=100, ge=0)
+    sse_max_streams: int = Field(default=5_000, ge=0)
+
     # Fetching.
     fetch_connect_timeout: float = Field(default=10.0, gt=0)
     fetch_read_timeout: float = Field(default=20.0, gt=0)

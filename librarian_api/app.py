@@ -32,9 +32,11 @@ from librarian_api.errors import (
     redis_error_handler,
 )
 from librarian_api.fanout import EventHub
+from librarian_api.rate_limits import RateLimits
 from librarian_api.request_id import middleware as request_id_middleware
 from librarian_api.security import RequestGuard, SecurityHeaders
 from librarian_api.state import AppState
+from librarian_api.stream_slots import StreamSlots
 from librarian_api.submitter import Submitter
 
 
@@ -67,6 +69,8 @@ def create_app(settings: Settings | None = None) -> LibrarianApp:
         app.state.librarian = AppState(
             settings=settings, jobs=jobs, catalog=catalog, dagster=dagster,
             objects=objects_for(settings), hub=hub, submitter=submitter,
+            rate_limits=RateLimits(client, settings),
+            streams=StreamSlots(settings.sse_max_streams_per_caller, settings.sse_max_streams),
             # Searches keep the embedded shard open briefly between them (see VectorStore).
             vectors=vectors_for(settings, hold_seconds=0.5),
             tokens=TokenCache(ApiTokens(catalog.engine), settings.auth_cache_seconds),

@@ -1,11 +1,11 @@
 """Submitting runs of ``ingest_url`` through Dagster's GraphQL API.
 
 One run is submitted with ``dagster_graphql.DagsterGraphQLClient``. The client has no call for
-what else the API needs, so these go as raw GraphQL to the same endpoint: adding dynamic
-partitions, launching many runs in one request (``launchMultipleRuns``: 0.08 s per run instead
-of 0.2 s one by one, measured with 80 runs), finding a job's runs by its tag, re-execution and
-the cheap ``version`` query used as a health check. The client is not thread-safe: one per
-thread.
+what else the API needs, so these go as raw GraphQL to the same endpoint: adding and deleting
+dynamic partitions, launching many runs in one request (``launchMultipleRuns``: 0.08 s per run
+instead of 0.2 s one by one, measured with 80 runs), finding a job's runs by its tag,
+re-execution and the cheap ``version`` query used as a health check. The client is not
+thread-safe: one per thread.
 
 Every run carries its job's id as a tag (:data:`librarian.runs.Tag.JOB`): the API issues job
 ids before their runs exist, and a submission repeated after a lost answer finds the run the
@@ -39,6 +39,22 @@ mutation AddPartition($selector: RepositorySelector!, $name: String!, $key: Stri
     __typename
     ... on PythonError { message }
     ... on UnauthorizedError { message }
+  }
+}
+"""
+
+# Deleting a library item removes its partition: the watchlist, which skips URLs that have a
+# partition, may ingest the URL again, and the asset's partitions list it no more. Its past
+# materializations stay in the event log (wiping them asks for a partitioned asset wipe, which
+# Dagster's PostgreSQL event log does not support: the whole mutation would be refused).
+DELETE_PARTITIONS = """
+mutation DeletePartitions($selector: RepositorySelector!, $name: String!, $keys: [String!]!) {
+  deleteDynamicPartitions(repositorySelector: $selector, partitionsDefName: $name,
+                          partitionKeys: $keys, wipeMaterializations: false) {
+    __typename
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+    ... on UnsupportedOperationError { message }
   }
 }
 """
@@ -161,6 +177,16 @@ class DagsterSubmitter:
         if kind not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
             raise OrchestratorUnavailable(
                 f"cannot add partition {key}: {kind} {data['addDynamicPartition'].get('message')}")
+
+    def delete_partition(self, key: str) -> None:
+        """Delete the partition ``key`` (a key that does not exist is no error)."""
+        data = self._raw(DELETE_PARTITIONS, {"selector": self._selector(),
+                                             "name": PARTITIONS_NAME, "keys": [key]})
+        result = data["deleteDynamicPartitions"]
+        if result["__typename"] != "DeleteDynamicPartitionsSuccess":
+            raise OrchestratorUnavailable(
+                f"cannot delete partition {key}: {result['__typename']} "
+                f"{result.get('message') or ''}".strip()[:1000])
 
     def _selector(self) -> dict[str, str]:
         return {"repositoryLocationName": self.location, "repositoryName": self.repository}

@@ -14,6 +14,7 @@ the request id the client was given.
 from __future__ import annotations
 
 import logging
+import math
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -32,6 +33,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_STATUS: 422,
     ErrorCode.INVALID_QUERY: 422,
     ErrorCode.INVALID_MODE: 422,
+    ErrorCode.INVALID_FILTER: 422,
     ErrorCode.INVALID_LAST_EVENT_ID: 400,
     ErrorCode.UNTRUSTED_HOST: 400,
     ErrorCode.UNAUTHORIZED: 401,
@@ -46,6 +48,11 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOKEN_NOT_FOUND: 404,
     ErrorCode.JOB_FINISHED: 409,
     ErrorCode.JOB_NOT_FAILED: 409,
+    ErrorCode.JOB_IN_PROGRESS: 409,
+    ErrorCode.TOO_MANY_REQUESTS: 429,
+    ErrorCode.TOO_MANY_STREAMS: 429,
+    ErrorCode.QUEUE_FULL: 503,
+    ErrorCode.STREAMS_FULL: 503,
     ErrorCode.SUBMIT_FAILED: 503,
     ErrorCode.ORCHESTRATOR_UNAVAILABLE: 503,
     ErrorCode.STORAGE_ERROR: 503,
@@ -54,8 +61,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 
-# A 503 is something away for a while (Dagster, Redis, the catalog, storage): clients and
-# proxies are told when to come back instead of hammering it.
+# A 503 is something away or full for a while (Dagster, Redis, the catalog, storage, the
+# queue), a 429 a limit the caller reached: clients and proxies are told when to come back
+# instead of hammering it. An error that knows better (a rate limit) says its own time.
 RETRY_AFTER_SECONDS = 5
 
 
@@ -63,8 +71,12 @@ def http_status(code: ErrorCode) -> int:
     return HTTP_STATUS.get(code, 500)
 
 
-def retry_headers(status: int) -> dict[str, str]:
-    return {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
+def retry_headers(status: int, retry_after: float | None = None) -> dict[str, str]:
+    if status not in (429, 503):
+        return {}
+    # Whole seconds (RFC 9110 delta-seconds), rounded up: coming back on time must succeed.
+    seconds = RETRY_AFTER_SECONDS if retry_after is None else max(1, math.ceil(retry_after))
+    return {"Retry-After": str(seconds)}
 
 
 class ApiError(LibrarianError):
@@ -72,8 +84,9 @@ class ApiError(LibrarianError):
 
     stage = "request"
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(code, message)
+    def __init__(self, code: ErrorCode, message: str, *,
+                 retry_after: float | None = None) -> None:
+        super().__init__(code, message, retry_after=retry_after)
 
     @property
     def status(self) -> int:
@@ -107,7 +120,7 @@ def error_response(exc: LibrarianError, request_id: str | None = None) -> JSONRe
     # An ApiError is the request's own fault: its stage says nothing the status does not.
     stage = None if isinstance(exc, ApiError) else exc.stage
     status = http_status(exc.code)
-    headers = retry_headers(status)
+    headers = retry_headers(status, exc.retry_after)
     if status == 401:  # a 401 always names the scheme that would do (RFC 9110)
         headers["WWW-Authenticate"] = (exc.challenge if isinstance(exc, Unauthorized)
                                        else 'Bearer realm="librarian"')

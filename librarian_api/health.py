@@ -76,7 +76,10 @@ async def health(request: Request) -> JSONResponse:
     # The mirror is reported, not checked: an idle mirror has nothing to write. Restarts per
     # process come from ``librarian run``'s supervisor (absent when something else runs us).
     body: dict[str, Any] = {"status": "ok" if not down else "unavailable", "down": down,
-                            "checks": report, "mirror": mirror, "embedding_service": embedding}
+                            "checks": report, "mirror": mirror, "embedding_service": embedding,
+                            # This process's open event streams, against its cap (0: none).
+                            "streams": {"open": state.streams.open,
+                                        "max": state.streams.total}}
     if down:
         body["request_id"] = request_id  # the log has why, under this id
     restarts = await run_in_threadpool(read_restarts, state.settings.data_dir)  # file I/O

@@ -1,4 +1,9 @@
-"""The library: items from the catalog (filtered, newest first), their files, delete, refresh."""
+"""The library: items from the catalog (filtered, newest first), their files, delete, refresh.
+
+A refresh counts against the caller's submission rate like any submission; ``reembed`` does
+not (it submits only items embedded by another model, each once while its job is unfinished)
+but its jobs count against the queue cap.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from librarian.canonical_url import canonicalize
-from librarian.errors import ErrorCode, StorageError
+from librarian.errors import ErrorCode, OrchestratorUnavailable, StorageError
 from librarian.runs import Source
 from librarian.storage.objects import item_prefix
 from librarian_api.errors import ApiError, error_body, retry_headers
 from librarian_api.params import item_or_404, parse_filters, parse_limit
+from librarian_api.rate_limits import Bucket, take
 from librarian_api.security import stored_file_headers
-from librarian_api.state import app_state
+from librarian_api.state import AppState, app_state
 from librarian_api.submissions import (
     MAX_BATCH,
     outcomes_json,
@@ -120,10 +126,22 @@ def file_name(url: str, version: int, extension: str) -> str:
 
 
 async def delete_item(request: Request) -> JSONResponse:
-    """Catalog rows first (the item leaves the library at once), then files and vectors."""
+    """Catalog rows first (the item leaves the library at once), then files, vectors and the
+    item's Dagster partition.
+
+    Refused with ``409 job_in_progress`` while a job of the item's URL is queued or running:
+    that run would write the item back, and it needs the partition. Files, vectors and the
+    partition are removed as well as they can be; what was left in place is in ``problems``
+    (the item is gone either way)."""
     state = app_state(request)
     item_id = request.path_params["item_id"]
-    await item_or_404(state, item_id)
+    item = await item_or_404(state, item_id)
+    partition = item.get("partition_key")
+    if partition and (active := await state.jobs.active_job(partition)):
+        job_id, status = active
+        raise ApiError(ErrorCode.JOB_IN_PROGRESS,
+                       f"the item's URL has a {status.value} job ({job_id}); cancel it or let "
+                       "it end, then delete the item")
     removed = await run_in_threadpool(state.catalog.delete_item, item_id)
     if removed is None:
         raise ApiError(ErrorCode.ITEM_NOT_FOUND, f"no item {item_id}")
@@ -145,13 +163,32 @@ async def delete_item(request: Request) -> JSONResponse:
                                             model=model, dimension=dimension))
         except StorageError as exc:
             problems.append(exc.message)
+    partition_deleted = False
+    if partition:
+        try:
+            partition_deleted = await _delete_partition(state, partition)
+        except OrchestratorUnavailable as exc:
+            problems.append(f"the Dagster partition {partition} was left in place: "
+                            f"{exc.message}"[:500])
     for problem in problems:
         log.warning("deleting item %s: %s", item_id, problem)
-    return JSONResponse({"deleted": item_id, "files_deleted": files, "problems": problems})
+    return JSONResponse({"deleted": item_id, "files_deleted": files,
+                         "partition_deleted": partition_deleted, "problems": problems})
+
+
+async def _delete_partition(state: AppState, partition: str) -> bool:
+    """Delete the partition; False when a submission of the URL came in meanwhile (its run
+    needs the partition, so it is added back: that job makes the item anew)."""
+    await run_in_threadpool(state.dagster.delete_partition, partition)
+    if await state.jobs.active_job(partition) is None:
+        return True
+    await run_in_threadpool(state.dagster.add_partition, partition)
+    return False
 
 
 async def refresh_item(request: Request) -> JSONResponse:
     state = app_state(request)
+    await take(request, Bucket.SUBMISSIONS)
     item = await item_or_404(state, request.path_params["item_id"])
     sub = await submit_url(state, canonicalize(item["canonical_url"]), Source.REFRESH)
     return JSONResponse(submission_json(request, sub), status_code=status_code(sub))

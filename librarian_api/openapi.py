@@ -30,8 +30,22 @@ PAGING = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimu
           {"name": "cursor", "in": "query", "schema": {"type": "string"}}]
 
 
+# Every 429 and 503 says when to come back.
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                               "schema": {"type": "integer", "minimum": 1}}}
+
+
 def _error(text: str) -> dict[str, Any]:
     return {"description": text, "content": {"application/json": {"schema": ERROR}}}
+
+
+def _response(code: str, text: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": text}
+    if code[0] in "45":
+        response["content"] = {"application/json": {"schema": ERROR}}
+    if code in ("429", "503"):
+        response["headers"] = RETRY_AFTER
+    return response
 
 
 # What the request guards (librarian_api.security) answer, on every route they cover.
@@ -75,8 +89,7 @@ def _op(summary: str, responses: dict[str, str], params: list[dict[str, Any]] | 
     op: dict[str, Any] = {
         "summary": summary,
         "parameters": params or [],
-        "responses": {code: {"description": text, **({"content": {"application/json": {
-            "schema": ERROR}}} if code[0] in "45" else {})} for code, text in responses.items()},
+        "responses": {code: _response(code, text) for code, text in responses.items()},
     }
     if body:
         op["responses"]["415"] = _error("the body is not sent as application/json "
@@ -88,41 +101,67 @@ def _op(summary: str, responses: dict[str, str], params: list[dict[str, Any]] | 
     return op
 
 
+# The limits' answers (README "Limits"), shared by the routes that submit work.
+RATE_LIMITED = "the caller's submission rate is used up (too_many_requests)"
+SUBMIT_503 = ("the queue is full (queue_full: nothing accepted), or Dagster has been "
+              "unavailable past the grace period (orchestrator_unavailable)")
+
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/v1/ingest", "post"): _op("Submit a URL", {
         "202": "job created", "200": "the URL already has a queued or running job",
-        "422": "invalid URL", "503": "Dagster unavailable"}, body="url"),
-    ("/api/v1/ingest/batch", "post"): _op("Submit many URLs; one result per URL", {
-        "202": "at least one accepted", "422": "none accepted"}, body="urls"),
+        "422": "invalid URL", "429": RATE_LIMITED, "503": SUBMIT_503}, body="url"),
+    ("/api/v1/ingest/batch", "post"): _op("Submit many URLs; one result per URL, each URL "
+                                          "counted against the submission rate", {
+        "202": "at least one accepted",
+        "422": "none accepted, or more URLs than the submission rate's burst",
+        "429": RATE_LIMITED, "503": SUBMIT_503 + "; a batch is refused whole"}, body="urls"),
     ("/api/v1/ingest/{job_id}", "get"): _op("The job record", {
         "200": "job record", "404": "unknown job"}, [JOB_ID]),
     ("/api/v1/ingest/{job_id}/cancel", "post"): _op("Cancel a queued or running job", {
         "202": "cancelling", "404": "unknown job", "409": "already finished"}, [JOB_ID]),
     ("/api/v1/ingest/{job_id}/retry", "post"): _op("Retry a failed job from its failed stage", {
         "202": "retrying under the same job id", "404": "unknown job",
-        "409": "not failed"}, [JOB_ID]),
-    ("/api/v1/jobs", "get"): _op("Jobs, newest first", {"200": "jobs"}, [
-        {"name": "status", "in": "query", "schema": {"type": "string"}}, *PAGING]),
+        "409": "not failed", "429": RATE_LIMITED, "503": SUBMIT_503}, [JOB_ID]),
+    ("/api/v1/jobs", "get"): _op(
+        "Jobs, newest first. At most 1,000 jobs are examined per request: a page may hold "
+        "fewer than limit jobs (even none) with a next_cursor; the listing ends when "
+        "next_cursor is null", {
+            "200": "jobs, next_cursor, examined",
+            "422": "unknown status (invalid_status), limit (invalid_limit) or cursor "
+                   "(invalid_cursor)"}, [
+            {"name": "status", "in": "query", "schema": {"type": "string"}}, *PAGING]),
     ("/api/v1/stream/{job_id}", "get"): {
         **_op("The job's events as Server-Sent Events (replay, then live)", {
             "200": "text/event-stream", "204": "finished, nothing after Last-Event-ID",
-            "404": "unknown job"}, [JOB_ID, {"name": "Last-Event-ID", "in": "header",
-                                             "schema": {"type": "string"}}])},
-    ("/api/v1/library", "get"): _op("Library items, newest first", {"200": "items"}, [
-        *FILTERS, {"name": "q", "in": "query", "schema": {"type": "string"}},
+            "400": "Last-Event-ID is not a stream entry id (invalid_last_event_id), or the Host "
+                   "header is not one this API answers to (untrusted_host)",
+            "404": "unknown job",
+            "429": "the caller has LIBRARIAN_SSE_MAX_STREAMS_PER_CALLER streams open "
+                   "(too_many_streams)",
+            "503": "this server has LIBRARIAN_SSE_MAX_STREAMS streams open (streams_full)"},
+            [JOB_ID, {"name": "Last-Event-ID", "in": "header",
+                      "schema": {"type": "string"}}])},
+    ("/api/v1/library", "get"): _op("Library items, newest first", {
+        "200": "items",
+        "422": "invalid limit, cursor, date, filter (invalid_filter: more than 20 values, or "
+               "one longer than 200 characters) or q (invalid_query: over 1,000 characters)"}, [
+        *FILTERS, {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 1000}},
         {"name": "since", "in": "query", "schema": {"type": "string", "format": "date"}},
         {"name": "until", "in": "query", "schema": {"type": "string", "format": "date"}},
         *PAGING]),
     ("/api/v1/library/{item_id}", "get"): _op("One item: summary, metadata, versions, files", {
         "200": "item", "404": "unknown item"}, [ITEM_ID]),
-    ("/api/v1/library/{item_id}", "delete"): _op("Delete an item, its files and vectors", {
-        "200": "deleted", "404": "unknown item"}, [ITEM_ID]),
+    ("/api/v1/library/{item_id}", "delete"): _op(
+        "Delete an item, its files and vectors, and its Dagster partition", {
+            "200": "deleted (what was left in place is in problems)", "404": "unknown item",
+            "409": "a job of the item's URL is queued or running (job_in_progress)"}, [ITEM_ID]),
     ("/api/v1/library/reembed", "post"): _op(
         "Refresh items embedded with another model than the configured one (up to 500 a call)",
-        {"202": "runs submitted, or nothing stale", "503": "none could be submitted"}),
+        {"202": "runs submitted, or nothing stale",
+         "503": "none could be submitted, or the queue is full (queue_full)"}),
     ("/api/v1/library/{item_id}/refresh", "post"): _op("Ingest the item's URL again", {
-        "202": "job created", "200": "a job is already running", "404": "unknown item"},
-        [ITEM_ID]),
+        "202": "job created", "200": "a job is already running", "404": "unknown item",
+        "429": RATE_LIMITED, "503": SUBMIT_503}, [ITEM_ID]),
     ("/api/v1/library/{item_id}/files/{version}/{kind}", "get"): _op(
         "A stored file of a version: markdown (text/plain) and metadata (JSON) shown inline, "
         "raw (the page as fetched) as a download; all sandboxed (CSP sandbox, nosniff)", {
@@ -132,8 +171,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             {"name": "kind", "in": "path", "required": True, "schema": {
                 "type": "string", "enum": ["markdown", "raw", "metadata"]}}]),
     ("/api/v1/search", "get"): _op("Hybrid search over chunks, grouped by item", {
-        "200": "results", "422": "invalid query"}, [
-        {"name": "q", "in": "query", "required": True, "schema": {"type": "string"}},
+        "200": "results", "422": "invalid query, mode, limit or filter",
+        "429": "the caller's search rate is used up (too_many_requests)"}, [
+        {"name": "q", "in": "query", "required": True,
+         "schema": {"type": "string", "minLength": 1, "maxLength": 1000}},
         {"name": "mode", "in": "query", "schema": {"type": "string",
                                                    "enum": ["hybrid", "dense", "sparse"]}},
         *FILTERS, PAGING[0]]),

@@ -4,7 +4,9 @@ path names (404 when there is none). Handlers call these and never parse paramet
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import uuid
 from datetime import datetime
 from typing import Any
@@ -19,6 +21,11 @@ from librarian_api.errors import ApiError
 from librarian_api.state import AppState
 
 MAX_LIMIT = 100
+# Sizes a request controls, bounded so none costs more than its answer is worth: words to search
+# for, values of one filter (each becomes a term of the catalog's query) and their length.
+MAX_QUERY_CHARS = 1000
+MAX_FILTER_VALUES = 20
+MAX_FILTER_CHARS = 200
 # Dagster's run statuses as job statuses, for jobs Redis no longer holds.
 DAGSTER_STATUS = {
     "QUEUED": JobStatus.QUEUED, "NOT_STARTED": JobStatus.QUEUED, "STARTING": JobStatus.QUEUED,
@@ -62,8 +69,15 @@ def parse_filters(request: Request) -> LibraryFilters:
     params = request.query_params
 
     def many(name: str) -> tuple[str, ...]:
-        return tuple(v.strip() for raw in params.getlist(name) for v in raw.split(",")
-                     if v.strip())
+        values = tuple(v.strip() for raw in params.getlist(name) for v in raw.split(",")
+                       if v.strip())
+        if len(values) > MAX_FILTER_VALUES:
+            raise ApiError(ErrorCode.INVALID_FILTER,
+                           f"{name} takes at most {MAX_FILTER_VALUES} values")
+        if any(len(v) > MAX_FILTER_CHARS for v in values):
+            raise ApiError(ErrorCode.INVALID_FILTER,
+                           f"a {name} value is longer than {MAX_FILTER_CHARS} characters")
+        return values
 
     def date(name: str) -> datetime | None:
         raw = params.get(name)
@@ -74,10 +88,35 @@ def parse_filters(request: Request) -> LibraryFilters:
         except ValueError as exc:
             raise ApiError(ErrorCode.INVALID_DATE, f"{name} must be an ISO date") from exc
 
+    query = params.get("q") or None
+    if query is not None and len(query) > MAX_QUERY_CHARS:
+        raise ApiError(ErrorCode.INVALID_QUERY, f"q is longer than {MAX_QUERY_CHARS} characters")
     return LibraryFilters(tier=tuple(t.upper() for t in many("tier")),
                           language=many("language"), domain=many("domain"),
                           page_type=many("page_type"), since=date("since"),
-                          until=date("until"), query=params.get("q") or None)
+                          until=date("until"), query=query)
+
+
+def encode_job_cursor(created_at: float, job_id: str) -> str:
+    """Where a jobs page ended: the last job examined, by creation time and id."""
+    return base64.urlsafe_b64encode(f"{created_at!r}|{job_id}".encode()).decode().rstrip("=")
+
+
+def parse_job_cursor(request: Request) -> tuple[float, str] | None:
+    raw = request.query_params.get("cursor")
+    if not raw:
+        return None
+    try:
+        if len(raw) > 200:
+            raise ValueError("too long")
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        stamp, job_id = text.split("|", 1)
+        created_at = float(stamp)
+        if not math.isfinite(created_at) or not job_id:
+            raise ValueError("not a position")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(ErrorCode.INVALID_CURSOR, "cursor is not one this API returned") from exc
+    return created_at, job_id
 
 
 async def job_or_404(state: AppState, job_id: str) -> JobRecord:
@@ -88,14 +127,16 @@ async def job_or_404(state: AppState, job_id: str) -> JobRecord:
 
 
 async def find_job(state: AppState, job_id: str) -> JobRecord | None:
-    record = await state.jobs.record(job_id)
-    if record is not None:
-        return record
-    # Redis may have lost or expired the job: Dagster still knows the run.
+    # Every job id is a UUID (issued by the API, or the id of a sensor's run): anything else,
+    # of any length, is no job, and costs no Redis key.
     try:
         uuid.UUID(job_id)
     except ValueError:
         return None
+    record = await state.jobs.record(job_id)
+    if record is not None:
+        return record
+    # Redis may have lost or expired the job: Dagster still knows the run.
     try:
         found = await state.unknown_jobs.lookup(
             job_id, lambda: run_in_threadpool(state.dagster.job_status, job_id))

@@ -1,7 +1,9 @@
 """``GET /api/v1/search``: hybrid search over chunks (dense + BM25, fused by RRF), by item.
 
 Each result is one library item with its best score and its matching passages, the query's
-words marked in them. Filters are the library's: tier, language, domain, page_type.
+words marked in them. Filters are the library's: tier, language, domain, page_type. Every
+search counts against its caller's search rate (:mod:`librarian_api.rate_limits`), checked
+first: a refused search costs one Redis round trip and nothing else.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from starlette.responses import JSONResponse
 from librarian.embedding.sparse import query_vector, terms
 from librarian.errors import ErrorCode
 from librarian_api.errors import ApiError
-from librarian_api.params import parse_filters, parse_limit
+from librarian_api.params import MAX_QUERY_CHARS, parse_filters, parse_limit
+from librarian_api.rate_limits import Bucket, take
 from librarian_api.state import AppState, app_state
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
@@ -28,11 +31,12 @@ CHUNKS_PER_ITEM = 4  # chunks fetched per wanted item, so grouping still fills t
 
 async def search(request: Request) -> JSONResponse:
     state = app_state(request)
+    await take(request, Bucket.SEARCHES)
     query = (request.query_params.get("q") or "").strip()
     if not query:
         raise ApiError(ErrorCode.INVALID_QUERY, "q must not be empty")
-    if len(query) > 1000:
-        raise ApiError(ErrorCode.INVALID_QUERY, "q is longer than 1000 characters")
+    if len(query) > MAX_QUERY_CHARS:
+        raise ApiError(ErrorCode.INVALID_QUERY, f"q is longer than {MAX_QUERY_CHARS} characters")
     mode = request.query_params.get("mode", "hybrid")
     if mode not in MODES:
         raise ApiError(ErrorCode.INVALID_MODE, f"mode must be one of {', '.join(MODES)}")

@@ -20,6 +20,8 @@ from librarian.storage.vectors import VectorStore
 from librarian_api.credentials import SessionStore, TokenCache
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.fanout import EventHub
+from librarian_api.rate_limits import RateLimits
+from librarian_api.stream_slots import StreamSlots
 from librarian_api.submitter import Submitter
 
 T = TypeVar("T")
@@ -70,6 +72,8 @@ class AppState:
     submitter: Submitter
     tokens: TokenCache
     sessions: SessionStore
+    rate_limits: RateLimits
+    streams: StreamSlots
     unknown_jobs: UnknownJobs = field(default_factory=UnknownJobs)
     _embedder: Embedder | None = None
 

@@ -3,6 +3,10 @@
 Replays the job's stream from the start (or after ``Last-Event-ID``), then follows it until the
 terminal event and closes. Event ids are the Redis stream entry ids, so a reconnecting client
 resumes exactly where it left off. Idle streams get a ``heartbeat`` event.
+
+Each stream holds a slot of :mod:`librarian_api.stream_slots` while it runs: over the caller's
+cap it is refused with ``429 too_many_streams``, over the process's with ``503 streams_full``,
+before its first byte.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from starlette.responses import Response
 
 from librarian.errors import ErrorCode
 from librarian.jobs.events import EventType, JobError, JobEvent, JobRecord, JobStatus
+from librarian_api.callers import caller_key
 from librarian_api.errors import ApiError
 from librarian_api.params import job_or_404
 from librarian_api.state import AppState, app_state
+from librarian_api.stream_slots import HeldStream
 
-_ENTRY_ID = re.compile(r"^\d+-\d+$")
+# Both parts of a stream entry id are 64-bit numbers: longer digits are no id Redis can read.
+_ENTRY_ID = re.compile(r"\d{1,19}-\d{1,19}")
 # Streams are woken by the event hub, which also wakes every stream after re-subscribing (the
 # only time a publish can be missed); this poll is a last safety net. Short polls cost: 5,000
 # streams polling every 5 s made 2,000 Redis calls/s and put p95 delivery at 6 s.
@@ -36,7 +43,7 @@ async def stream(request: Request) -> Response:
     state = app_state(request)
     job_id = request.path_params["job_id"]
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    if last and not _ENTRY_ID.match(last):
+    if last and not _ENTRY_ID.fullmatch(last):
         raise ApiError(ErrorCode.INVALID_LAST_EVENT_ID, "Last-Event-ID must look like 123-0")
     record = await job_or_404(state, job_id)
     after = last or "0-0"
@@ -50,14 +57,14 @@ async def stream(request: Request) -> Response:
             # Redis lost the job; Dagster knows how it ended: say that, once.
             return EventSourceResponse(_from_dagster(record))
     shutdown = anyio.Event()
-    return EventSourceResponse(
+    return HeldStream(EventSourceResponse(
         _events(state, job_id, after, shutdown),
         shutdown_event=shutdown, shutdown_grace_period=2.0,
         ping=state.settings.sse_heartbeat_seconds,
         ping_message_factory=lambda: ServerSentEvent(
             event="heartbeat", data=json.dumps({"job_id": job_id, "ts": time.time()})),
         send_timeout=30,
-    )
+    ), state.streams, caller_key(request))
 
 
 async def _from_dagster(record: JobRecord) -> AsyncIterator[ServerSentEvent]:

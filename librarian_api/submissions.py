@@ -8,6 +8,12 @@ is answered in one round trip and no job id is lost to a slow Dagster. The run i
 
 One job per URL at a time: while a URL's job is queued or running, submitting it again (in any
 spelling with the same canonical form) returns that job instead of a new one.
+
+The queue cap (``queue_max_jobs``): while the jobs queued or running, plus the new ones a
+submission would add, are more than the cap, the submission is refused with ``503 queue_full``
+and nothing of it is accepted. A batch is refused whole rather than cut at the cap: a client
+then sends the same batch again later, instead of working out which of its URLs got in. URLs
+whose job is already queued or running add nothing and are not refused.
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from typing import Any
 from starlette.requests import Request
 
 from librarian.canonical_url import CanonicalURL, canonicalize
-from librarian.errors import LibrarianError, OrchestratorUnavailable
+from librarian.errors import ErrorCode, LibrarianError, OrchestratorUnavailable
 from librarian.jobs.events import JobStatus
-from librarian.jobs.store import NewJob
+from librarian.jobs.store import NewJob, QueueFull
 from librarian.runs import Source, partition_key
-from librarian_api.errors import http_status
+from librarian_api.errors import ApiError, http_status
 from librarian_api.state import AppState
 
 MAX_BATCH = 500
+# How soon to come back to a full queue: it drains by the runs that finish, a few a second at
+# best, so asking again within seconds only adds load.
+QUEUE_FULL_RETRY_AFTER = 30.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,10 @@ async def accept(state: AppState, urls: list[CanonicalURL], source: Source
     now = time.time()
     jobs = [NewJob(job_id=str(uuid.uuid4()), url=url.url, partition_key=partition_key(url),
                    source=source.value, created_at=now) for url in urls]
-    holders = await state.jobs.accept(jobs)
+    try:
+        holders = await state.jobs.accept(jobs, cap=state.settings.queue_max_jobs)
+    except QueueFull as full:
+        raise queue_full(full.depth, full.new, full.cap) from full
     state.submitter.wake()
     existing = {h for job, h in zip(jobs, holders, strict=True) if h != job.job_id}
     statuses = {job_id: await state.jobs.status(job_id) for job_id in existing}
@@ -78,6 +90,24 @@ async def accept(state: AppState, urls: list[CanonicalURL], source: Source
             out.append(Submission(job_id=holder, status=statuses[holder] or JobStatus.QUEUED,
                                   url=job.url, created=False))
     return out
+
+
+def queue_full(depth: int, new: int, cap: int) -> ApiError:
+    what = "this job" if new == 1 else f"these {new} jobs"
+    return ApiError(ErrorCode.QUEUE_FULL,
+                    f"the queue is full: {depth} jobs are queued or running, at most {cap}; "
+                    f"{what} would not fit (nothing was accepted); try again later",
+                    retry_after=QUEUE_FULL_RETRY_AFTER)
+
+
+async def check_queue(state: AppState, new: int = 1) -> None:
+    """Refuse with ``queue_full`` when ``new`` more jobs would take the queue past its cap
+    (for work that does not go through :func:`accept`: a retry re-executes an existing job)."""
+    cap = state.settings.queue_max_jobs
+    if cap:
+        depth = await state.jobs.unfinished_jobs()
+        if depth + new > cap:
+            raise queue_full(depth, new, cap)
 
 
 def job_links(request: Request, job_id: str) -> dict[str, str]:

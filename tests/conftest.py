@@ -139,6 +139,10 @@ def settings(databases: dict[str, str], redis_url: str, redis_prefix: str,
         # Every test API listens on 127.0.0.1. Authentication has tests of its own
         # (tests/integration/test_auth.py), and the end-to-end stack runs with it on.
         auth="off",
+        # Every test submits and searches from 127.0.0.1, hundreds of URLs within seconds:
+        # the rates are off here, and on in the tests of the limits themselves.
+        rate_limit_submissions_per_minute=0,
+        rate_limit_searches_per_minute=0,
     )
 
 

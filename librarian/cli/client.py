@@ -142,15 +142,26 @@ def cmd_status(client: ApiClient, args: argparse.Namespace) -> int:
     return 1 if record["status"] == "failed" else 0
 
 
+# A filtered listing examines a bounded slice of the jobs per request and may answer a page
+# short with a cursor: follow it this many times at most for the jobs asked for.
+MAX_JOB_PAGES = 50
+
+
 def cmd_jobs(client: ApiClient, args: argparse.Namespace) -> int:
-    params = {"limit": args.limit}
+    params: dict[str, Any] = {"limit": args.limit}
     if args.failed:
         params["status"] = "failed"
-    body = client.call("GET", "/jobs", params=params)
+    jobs: list[dict[str, Any]] = []
+    for _ in range(MAX_JOB_PAGES):
+        body = client.call("GET", "/jobs", params={**params, "limit": args.limit - len(jobs)})
+        jobs.extend(body["jobs"])
+        if len(jobs) >= args.limit or not body.get("next_cursor"):
+            break
+        params["cursor"] = body["next_cursor"]
     if args.json:
-        print(json.dumps(body, indent=2))
+        print(json.dumps({"jobs": jobs, "next_cursor": body.get("next_cursor")}, indent=2))
         return 0
-    for job in body["jobs"]:
+    for job in jobs:
         code = (job.get("error") or {}).get("code", "")
         print(printable(f"{job['job_id']}  {job['status']:9}  {code:16}  {job.get('url', '')}"))
     return 0

@@ -1,5 +1,6 @@
 """Library endpoints over real HTTP on the real catalog and object store: filters, item detail
-with file links, file download, delete, refresh."""
+with file links, file download, delete, refresh. Deleting an item's Dagster partition is tested
+against a real ``dagster-webserver``."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from librarian.cli.local_servers import free_port
+from librarian.jobs.store import JobKeys
 from librarian.settings import Settings
 from librarian.storage.catalog import Catalog, NewVersion
 from librarian.storage.objects import LocalObjectStore, version_prefix
+from librarian_api.dagster_client import DagsterSubmitter
 from tests.integration.test_catalog import _version
 from tests.support.servers import api_in_thread
+from tests.support.webserver import Webserver, dagster_webserver
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +113,57 @@ def test_a_refresh_while_dagster_is_away_is_accepted_and_waits_saying_why(
         assert time.monotonic() < deadline, "the job never said what it waits for"
         time.sleep(0.2)
     assert httpx.post(f"{api}/api/v1/library/{uuid.uuid4()}/refresh").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def webserver(settings: Settings, postgres_base: str, session_id: str,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
+    with dagster_webserver(settings, postgres_base, f"library_{session_id}",
+                           tmp_path_factory.mktemp("library_home")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dagster_api(webserver: Webserver, lib_settings: Settings) -> Iterator[str]:
+    """The API with the library's files, submitting to the real webserver."""
+    with api_in_thread(webserver.settings.model_copy(
+            update={"data_dir": lib_settings.data_dir})) as base:
+        yield base
+
+
+@pytest.mark.filterwarnings("ignore:Using a DocumentNode is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning")
+def test_delete_removes_the_items_partition_but_not_while_a_job_of_its_url_is_unfinished(
+        dagster_api: str, webserver: Webserver, lib_settings: Settings,
+        sync_redis: redis.Redis) -> None:
+    item_id = _add(lib_settings, "partition")
+    key = httpx.get(f"{dagster_api}/api/v1/library/{item_id}").json()["partition_key"]
+    DagsterSubmitter(webserver.settings).add_partition(key)
+    assert webserver.instance.has_dynamic_partition("urls", key)
+
+    # A queued job of the item's URL: its run needs the partition and would write the item
+    # back, so the delete is refused and nothing is removed.
+    keys = JobKeys(lib_settings.redis_prefix)
+    job = str(uuid.uuid4())
+    sync_redis.hset(keys.record(job), mapping={"job_id": job, "status": "queued",
+                                               "url": "https://lib.example/partition"})
+    sync_redis.set(keys.active(key), job)
+    refused = httpx.delete(f"{dagster_api}/api/v1/library/{item_id}", timeout=30)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "job_in_progress"
+    assert job in refused.json()["error"]["message"]
+    assert httpx.get(f"{dagster_api}/api/v1/library/{item_id}").status_code == 200
+    assert webserver.instance.has_dynamic_partition("urls", key)
+
+    # Once it has ended, the item goes, its partition with it.
+    sync_redis.hset(keys.record(job), "status", "completed")
+    response = httpx.delete(f"{dagster_api}/api/v1/library/{item_id}", timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["partition_deleted"] is True
+    assert not [p for p in body["problems"] if "partition" in p]
+    assert not webserver.instance.has_dynamic_partition("urls", key)
+    assert httpx.get(f"{dagster_api}/api/v1/library/{item_id}").status_code == 404
 
 
 def test_a_new_version_keeps_the_item_and_lists_both_versions(lib_settings: Settings) -> None:
