@@ -137,7 +137,9 @@ def main() -> None:
     data = Path("/tmp") / f"librarian-soak-{ports['api']}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRARIAN_", "DAGSTER_"))}
     env.update({"LIBRARIAN_FETCH_ALLOW_NETWORKS": '["127.0.0.1/32"]',
-                "LIBRARIAN_WATCHLIST_PATH": str(data / "watchlist.txt")})
+                "LIBRARIAN_WATCHLIST_PATH": str(data / "watchlist.txt"),
+                # Loopback only; the soak measures recovery, not sign-in.
+                "LIBRARIAN_AUTH": "off"})
     librarian = str(Path(sys.executable).parent / "librarian")
     proc = subprocess.Popen(
         [librarian, "run", "--data-dir", str(data), "--api-port", str(ports["api"]),
