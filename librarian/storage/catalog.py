@@ -132,7 +132,8 @@ class Catalog:
                 conn.execute(sa.text("""
                     INSERT INTO items (id, canonical_url, url, domain, partition_key)
                     VALUES (:id, :canonical_url, :url, :domain, :partition_key)
-                    ON CONFLICT (canonical_url) DO NOTHING"""),
+                    ON CONFLICT DO NOTHING"""),  # any unique index: id and URL go together,
+                    # and naming one lets a concurrent insert fail on the other
                     {"id": item_id, "canonical_url": v.canonical_url, "url": v.url,
                      "domain": v.domain, "partition_key": v.partition_key})
                 conn.execute(sa.text("SELECT 1 FROM items WHERE id = :id FOR UPDATE"),

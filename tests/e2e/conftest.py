@@ -28,12 +28,19 @@ def api_token(settings: Settings, databases: dict[str, str]) -> str:
     return token
 
 
+def stack_prefix(settings: Settings) -> str:
+    return f"{settings.redis_prefix}e2e:"
+
+
 @pytest.fixture(scope="session")
 def stack(settings: Settings, session_dir: Path, databases: dict[str, str]) -> Iterator[Stack]:
     data_dir = session_dir / "stack"
     env = settings_env(settings)
     env["LIBRARIAN_AUTH"] = "on"  # the test settings turn it off for in-process APIs
     env["LIBRARIAN_DATABASE_URL"] = databases["e2e_catalog"]
+    # Keys of its own: the stack's API submits every job queued under its prefix, so it must
+    # not take those that in-process test APIs accept (they stay without a Dagster on purpose).
+    env["LIBRARIAN_REDIS_PREFIX"] = stack_prefix(settings)
     env["LIBRARIAN_WATCHLIST_PATH"] = str(data_dir / "watchlist.txt")
     s = Stack(data_dir, env=env, ports=StackPorts(api=free_port(), dagster=free_port(),
                                                   code_server=free_port()))

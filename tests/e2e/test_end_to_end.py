@@ -23,6 +23,7 @@ from librarian.settings import Settings
 from librarian.storage.catalog import Catalog, item_id_for
 from librarian.storage.objects import LocalObjectStore
 from librarian.storage.vectors import VectorStore
+from tests.e2e.conftest import stack_prefix
 from tests.support.pages import PageServer
 
 pytestmark = pytest.mark.e2e
@@ -318,7 +319,7 @@ def test_unknown_run_id_is_404_and_a_job_redis_lost_is_answered_from_dagster(
                                                    "?lost=1"}, timeout=30).json()
     assert read_stream(job["stream_url"])[-1]["event"] == "job_completed"
     client = redis.Redis.from_url(settings.redis_url)
-    prefix = settings.redis_prefix
+    prefix = stack_prefix(settings)
     client.delete(f"{prefix}job:{job['job_id']}", f"{prefix}job:{job['job_id']}:events")
     client.close()
     record = http.get(job["status_url"], timeout=30).json()

@@ -133,7 +133,12 @@ def test_what_dies_is_restarted_and_sigint_from_a_script_stops_everything(
     assert oct(token_file.stat().st_mode & 0o777) == oct(0o600)
     token = token_file.read_text().strip()
     assert token.startswith("lbr_")
-    assert Path(f"{data}.log").read_text().count(token) == 1
+    log = Path(f"{data}.log")
+    deadline = time.monotonic() + 60
+    while "Press Ctrl-C" not in log.read_text():  # the API answers before the banner is out
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    assert log.read_text().count(token) == 1
     assert httpx.get(f"{api}/api/v1/jobs", timeout=10).status_code == 401
     jobs = _cli(data, "jobs", "--api", api, "--json")
     assert jobs.returncode == 0, jobs.stderr
