@@ -157,5 +157,8 @@ async def retry(request: Request) -> JSONResponse:
                             status_code=status_code(sub))
     await check_queue(state)  # the retry's run joins the queue like a new job's
     run_id = await run_in_threadpool(state.dagster.reexecute, record.run_id)
+    # Queued again from now on, before the mirror sees the new run: a client that reconnects
+    # to the stream at once waits for the retry's events instead of being told it is over.
+    await state.jobs.reopen(job_id, "retry submitted")
     return JSONResponse({"job_id": job_id, "run_id": run_id, "status": "queued",
                          **job_links(request, job_id)}, status_code=202)

@@ -397,6 +397,17 @@ class ApiJobStore:
         """How many jobs are queued or running: the depth the queue cap is checked against."""
         return int(await self.r.zcard(self.keys.unfinished))
 
+    async def reopen(self, job_id: str, message: str) -> None:
+        """A finished job whose run was re-executed is queued again (and no longer expires);
+        the mirror writes the rest as the new run's events arrive."""
+        # Only a record Redis still holds: a lost one is the mirror's to write whole.
+        await self.r.eval(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then "
+            "redis.call('HSET', KEYS[1], 'status', ARGV[1], 'message', ARGV[2]) "
+            "redis.call('PERSIST', KEYS[1]) redis.call('PERSIST', KEYS[2]) end return 0",
+            2, self.keys.record(job_id), self.keys.events(job_id), JobStatus.QUEUED.value,
+            message)
+
     async def lease_submissions(self, now: float, lease_seconds: float, count: int
                                 ) -> list[PendingSubmission]:
         flat: Any = await self._lease(
