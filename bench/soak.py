@@ -4,14 +4,13 @@ stack is killed with SIGKILL every minute; every job must end in its true termin
     .venv/bin/python bench/soak.py [--urls 2000] [--kill-every 60] [--out soak.json]
 
 Starts its own ``librarian run`` (private PostgreSQL and Redis, free ports, a temporary data
-folder) and serves the pages itself on 127.0.0.1: 90 % good pages of their own text, 10 %
-failing in five ways (404, 410, a binary file, an empty page, a server error that stays an
-error). Three quarters of the URLs go through ``POST /ingest/batch`` (500 per call), the rest
-are appended to the watchlist. Prints, at the end: how many jobs completed, failed as the page
-says they should, failed because a kill took their run down (Dagster's last run says failed
-too), and are stuck (goal 0); jobs whose record disagrees with Dagster (goal 0); the kills; and
-the resident memory of every process at the start and the end.
-"""
+folder) and serves the pages itself on four loopback addresses (four sites): 90 % good pages of
+their own text, 10 % failing in five ways (404, 410, a binary file, an empty page, a server
+error that stays an error). Three quarters of the URLs go through ``POST /ingest/batch`` (500
+per call), the rest are appended to the watchlist. Prints, at the end: how many jobs completed,
+failed as the page says they should, failed because a kill took their run down (Dagster's last
+run says failed too), and are stuck (goal 0); jobs whose record disagrees with Dagster (goal 0);
+the kills; and the resident memory of every process at the start and the end. """
 
 from __future__ import annotations
 
@@ -130,13 +129,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("soak.json"))
     args = parser.parse_args()
 
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    # Four sites (loopback addresses): at most two runs per site at once, as in production.
+    site = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Pages)
     threading.Thread(target=site.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{site.server_address[1]}"
+    bases = [f"http://127.0.0.{n}:{site.server_address[1]}" for n in (1, 2, 3, 4)]
     ports = {n: free_port() for n in ("api", "dagster", "code", "postgres", "redis")}
     data = Path("/tmp") / f"librarian-soak-{ports['api']}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIBRARIAN_", "DAGSTER_"))}
-    env.update({"LIBRARIAN_FETCH_ALLOW_NETWORKS": '["127.0.0.1/32"]',
+    env.update({"LIBRARIAN_FETCH_ALLOW_NETWORKS": '["127.0.0.0/29"]',
                 "LIBRARIAN_WATCHLIST_PATH": str(data / "watchlist.txt"),
                 # Loopback only; the soak measures recovery, not sign-in.
                 "LIBRARIAN_AUTH": "off"})
@@ -158,7 +158,7 @@ def main() -> None:
         urls = []
         for i in range(args.urls):
             kind = list(FAILING)[i // 10 % len(FAILING)] if i % 10 == 9 else "page"
-            urls.append(f"{base}/{kind}/{i}")
+            urls.append(f"{bases[i % len(bases)]}/{kind}/{i}")
         rng.shuffle(urls)
         by_batch, by_watchlist = urls[: args.urls * 3 // 4], urls[args.urls * 3 // 4:]
         jobs: dict[str, str] = {}  # url → job id (batch submissions)
