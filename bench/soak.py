@@ -121,6 +121,37 @@ def runs_of(graphql: str, key: str, value: str) -> list[dict[str, Any]]:
     return list(response.json()["data"]["runsOrError"]["results"])
 
 
+UNFINISHED = '["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]'
+
+
+def count_runs(graphql: str, statuses: str) -> int:
+    query = f"{{ runsOrError(filter: {{statuses: {statuses.replace(chr(39), '')}}}) " \
+            "{ ... on Runs { count } } }"
+    response = httpx.post(graphql, json={"query": query.replace('"', "")}, timeout=60)
+    return int(response.json()["data"]["runsOrError"]["count"])
+
+
+def ended(api: str, graphql: str, jobs: dict[str, str], by_watchlist: list[str]
+          ) -> dict[str, str]:
+    """Each URL's job state as the API reports it, for the jobs that ended."""
+    done: dict[str, str] = {}
+    for url, job in jobs.items():
+        status = httpx.get(f"{api}/api/v1/ingest/{job}", timeout=30).json().get("status")
+        if status in ("completed", "failed", "cancelled"):
+            done[url] = status
+    # The sensor's runs, newest first: each URL's first run is its job.
+    first: dict[str, str] = {}
+    for r in runs_of(graphql, "librarian/source", "watchlist"):
+        tags = {t["key"]: t["value"] for t in r["tags"]}
+        first[tags.get("librarian/url", "")] = r["runId"]
+    for url in by_watchlist:
+        if url in first:
+            record = httpx.get(f"{api}/api/v1/ingest/{first[url]}", timeout=30).json()
+            if record.get("status") in ("completed", "failed", "cancelled"):
+                done[url] = record["status"]
+    return done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--urls", type=int, default=2000)
@@ -180,6 +211,7 @@ def main() -> None:
 
         next_kill = time.monotonic() + args.kill_every
         done: dict[str, str] = {}
+        unfinished, idle = -1, 0
         while len(done) < len(urls) and time.monotonic() - started < args.timeout:
             if time.monotonic() >= next_kill:
                 name = rng.choice(list(VICTIMS))
@@ -196,31 +228,21 @@ def main() -> None:
                     print(f"killed {name}; healthy after {kills[-1]['healthy_after_s']} s",
                           flush=True)
                 next_kill = time.monotonic() + args.kill_every
-            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
-                for url, job in jobs.items():
-                    if url not in done:
-                        status = httpx.get(f"{api}/api/v1/ingest/{job}", timeout=10
-                                           ).json().get("status")
-                        if status in ("completed", "failed", "cancelled"):
-                            done[url] = status
-                # The sensor's runs, newest first: each URL's newest run and its first.
-                newest: dict[str, dict[str, Any]] = {}
-                first: dict[str, str] = {}
-                for r in runs_of(graphql, "librarian/source", "watchlist"):
-                    tags = {t["key"]: t["value"] for t in r["tags"]}
-                    newest.setdefault(tags.get("librarian/url", ""), r)
-                    first[tags.get("librarian/url", "")] = r["runId"]
-                for url in by_watchlist:
-                    run = newest.get(url)
-                    if url not in done and run and run["status"] in DAGSTER_TERMINAL:
-                        record = httpx.get(f"{api}/api/v1/ingest/{first[url]}",
-                                           timeout=10).json()
-                        if record.get("status") in ("completed", "failed", "cancelled"):
-                            done[url] = record["status"]
-            print(f"{time.monotonic() - started:7.0f} s: {len(done)}/{len(urls)} ended",
-                  flush=True)
-            time.sleep(10)
+            # Cheap while it runs (one query): how many runs are still queued or running.
+            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError, TypeError):
+                unfinished = count_runs(graphql, UNFINISHED)
+                if unfinished == 0:
+                    done = ended(api, graphql, jobs, by_watchlist)
+                    idle += 1
+                    if idle >= 4:  # Dagster idle for a minute: what has not ended is stuck
+                        break
+                else:
+                    idle = 0
+            print(f"{time.monotonic() - started:7.0f} s: {unfinished} runs unfinished,"
+                  f" {len(done)}/{len(urls)} jobs seen ended", flush=True)
+            time.sleep(15)
         elapsed = time.monotonic() - started
+        done = ended(api, graphql, jobs, by_watchlist)
         # The truth for every job: its last Dagster run.
         disagree, by_fault = [], []
         for url in urls:
