@@ -84,6 +84,9 @@ class ErrorCode(StrEnum):
     REDIS_UNAVAILABLE = "redis_unavailable"
     CATALOG_UNAVAILABLE = "catalog_unavailable"
     TOKEN_NOT_FOUND = "token_not_found"
+    # The router's own refusals: a path the API does not have, a method its path does not take.
+    NO_SUCH_PATH = "no_such_path"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     # Authentication and authorisation (librarian_api.auth).
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"

@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
+from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
@@ -27,6 +29,7 @@ from librarian_api.credentials import SessionStore, TokenCache
 from librarian_api.dagster_client import DagsterSubmitter
 from librarian_api.errors import (
     database_error_handler,
+    http_error_handler,
     internal_error_handler,
     librarian_error_handler,
     redis_error_handler,
@@ -38,6 +41,22 @@ from librarian_api.security import RequestGuard, SecurityHeaders
 from librarian_api.state import AppState
 from librarian_api.stream_slots import StreamSlots
 from librarian_api.submitter import Submitter
+
+
+# A job's or an item's id in a path: any segment but the fixed word of the route beside it
+# (``/ingest/batch``, ``/library/reembed``). OpenAPI matches a concrete path before a templated
+# one, and so does the API: ``GET /api/v1/ingest/batch`` is the batch route's (``405``, it takes
+# POST), not a lookup of a job called "batch".
+class JobId(StringConvertor):
+    regex = "(?!batch$)[^/]+"
+
+
+class ItemId(StringConvertor):
+    regex = "(?!reembed$)[^/]+"
+
+
+register_url_convertor("job", JobId())
+register_url_convertor("item", ItemId())
 
 
 class LibrarianApp(Starlette):
@@ -94,13 +113,14 @@ def create_app(settings: Settings | None = None) -> LibrarianApp:
         Route("/api/v1/ingest/{job_id}/cancel", ingest.cancel, methods=["POST"]),
         Route("/api/v1/ingest/{job_id}/retry", ingest.retry, methods=["POST"]),
         Route("/api/v1/jobs", ingest.list_jobs, methods=["GET"]),
-        Route("/api/v1/ingest/{job_id}", ingest.status, methods=["GET"], name="job_status"),
+        Route("/api/v1/ingest/{job_id:job}", ingest.status, methods=["GET"],
+              name="job_status"),
         Route("/api/v1/stream/{job_id}", stream.stream, methods=["GET"], name="job_stream"),
         Route("/api/v1/library", library.list_items, methods=["GET"]),
         Route("/api/v1/library/reembed", library.reembed, methods=["POST"]),
-        Route("/api/v1/library/{item_id}", library.get_item, methods=["GET"],
+        Route("/api/v1/library/{item_id:item}", library.get_item, methods=["GET"],
               name="library_item"),
-        Route("/api/v1/library/{item_id}", library.delete_item, methods=["DELETE"]),
+        Route("/api/v1/library/{item_id:item}", library.delete_item, methods=["DELETE"]),
         Route("/api/v1/library/{item_id}/refresh", library.refresh_item, methods=["POST"]),
         Route("/api/v1/library/{item_id}/files/{version:int}/{kind}", library.get_file,
               methods=["GET"], name="library_file"),
@@ -124,6 +144,7 @@ def create_app(settings: Settings | None = None) -> LibrarianApp:
         middleware=[request_id_middleware(), Middleware(RequestGuard, settings=settings),
                     Middleware(Authorization, settings=settings, routes=routes)],
         exception_handlers={LibrarianError: librarian_error_handler,
+                            HTTPException: http_error_handler,
                             RedisError: redis_error_handler,
                             OperationalError: database_error_handler,
                             # Anything else is still a JSON error with a code, never bare text.

@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 import math
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match, Route
 
 from librarian.errors import ErrorCode, LibrarianError
 from librarian_api.request_id import HEADER, current_request_id
@@ -46,6 +48,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.ITEM_NOT_FOUND: 404,
     ErrorCode.FILE_NOT_FOUND: 404,
     ErrorCode.TOKEN_NOT_FOUND: 404,
+    ErrorCode.NO_SUCH_PATH: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.JOB_FINISHED: 409,
     ErrorCode.JOB_NOT_FAILED: 409,
     ErrorCode.JOB_IN_PROGRESS: 409,
@@ -156,6 +160,39 @@ async def database_error_handler(request: Request, exc: Exception) -> JSONRespon
     message = "the catalog database is unavailable"
     log_failure(request, message, exc, request_id=request_id)
     return error_response(ApiError(ErrorCode.CATALOG_UNAVAILABLE, message), request_id)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The router's refusals (no route has the path; none of the path's routes takes the
+    method) in the one error shape, not as Starlette's plain text. A 405's ``Allow`` names every
+    method of the path, not only those of the first route that has it."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    if exc.status_code == 405:
+        # Not a route's path (a mount's: the static files): what the mount said.
+        allowed = allowed_methods(request) or [
+            m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()]
+        error = ApiError(ErrorCode.METHOD_NOT_ALLOWED,
+                         f"{request.method[:20]} is not a method of {path[:200]}; it takes "
+                         f"{', '.join(allowed)}")
+        response = error_response(error)
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+    if exc.status_code == 404:
+        return error_response(ApiError(ErrorCode.NO_SUCH_PATH,
+                                       f"nothing is served at {path[:200]}"))
+    # Starlette raises no other status itself; one that a handler raises keeps its status.
+    body = error_body(ErrorCode.INVALID_REQUEST, str(exc.detail)[:500])
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of every route whose path matches the request's (HEAD with GET)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(route.methods or ())
+    return sorted(methods)
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> JSONResponse:

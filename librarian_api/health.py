@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 
 from librarian.cli.supervisor import read_restarts
 from librarian.embedding.client import EmbeddingClient
-from librarian_api.errors import log_failure
+from librarian_api.errors import log_failure, retry_headers
 from librarian_api.request_id import current_request_id
 from librarian_api.state import app_state
 
@@ -60,9 +60,11 @@ async def health(request: Request) -> JSONResponse:
     for name, result in zip(checks, results, strict=True):
         if isinstance(result, BaseException):
             log_failure(request, f"health: {name} is down", result, request_id=request_id)
+    status = 503 if down else 200
+    headers = retry_headers(status)  # a 503 says when to ask again, like every other 503
     if not request.scope.get("user", UnauthenticatedUser()).is_authenticated:
         return JSONResponse({"status": "ok" if not down else "unavailable"},
-                            status_code=503 if down else 200)
+                            status_code=status, headers=headers)
     mirror: dict[str, float] = {}
     if "redis" not in down:
         raw: Any = await state.jobs.r.hgetall(state.jobs.keys.mirror_stats)
@@ -85,4 +87,4 @@ async def health(request: Request) -> JSONResponse:
     restarts = await run_in_threadpool(read_restarts, state.settings.data_dir)  # file I/O
     if restarts is not None:
         body["restarts"] = restarts
-    return JSONResponse(body, status_code=503 if down else 200)
+    return JSONResponse(body, status_code=status, headers=headers)
