@@ -200,7 +200,8 @@ class Catalog:
                 " etag, last_modified, object_keys, quality_score, tier, word_count, chunk_count,"
                 " embedding_model, run_id FROM item_versions WHERE item_id = :id"
                 " ORDER BY version DESC"), {"id": item_id}).mappings().all()
-        item = _jsonable(dict(row))
+        # The search index column is the catalog's own business, not part of an item.
+        item = _jsonable({k: v for k, v in row.items() if k != "search_tsv"})
         item["versions"] = [_jsonable(dict(v)) for v in versions]
         return item
 

@@ -81,3 +81,10 @@ def test_library_pages_newest_first_with_a_cursor(catalog: Catalog) -> None:
 def test_a_forged_cursor_is_rejected(catalog: Catalog) -> None:
     with pytest.raises(ValueError, match="invalid cursor"):
         catalog.list_items(cursor="not-a-cursor")
+
+
+def test_an_item_carries_no_internal_search_column(catalog: Catalog) -> None:
+    url = f"https://example.com/{uuid.uuid4()}"
+    catalog.record_version(_version(url))
+    item = catalog.get_item(item_id_for(url))
+    assert item is not None and "search_tsv" not in item and item["canonical_url"] == url
