@@ -38,6 +38,9 @@ from librarian.canonical_url import canonicalize
 from librarian.cli.local_servers import free_port
 from librarian.storage.catalog import item_id_for
 from tests.support.faults import TERMINAL, PageSite, follow
+from tests.support.processes import children as _children
+from tests.support.processes import cmdline as _cmdline
+from tests.support.processes import descendants as _descendants
 
 pytestmark = pytest.mark.e2e
 DAGSTER_TERMINAL = {"SUCCESS": "completed", "FAILURE": "failed", "CANCELED": "cancelled"}
@@ -50,33 +53,6 @@ RUNS_OF_JOB = """
 query Runs($job: String!) { runsOrError(filter: {tags: [{key: "librarian/job", value: $job}]}) {
   ... on Runs { results { runId status } } } }
 """
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    return ""
-
-
-def _descendants(pid: int) -> set[int]:
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in _children(todo.pop()):
-            if child not in out:
-                out.add(child)
-                todo.append(child)
-    return out
 
 
 @dataclass
